@@ -1,0 +1,1 @@
+"""Host-free core of Z-Image Nodes: nothing under this package imports ComfyUI."""

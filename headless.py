@@ -1,0 +1,166 @@
+"""Boot a ComfyUI checkout in this process, with no web server, and run API-format prompts.
+
+Shared by the test harness and the workflow runner. Nothing here is imported by ComfyUI when it
+loads the pack; it is the other way round: this module loads ComfyUI, then loads the pack through
+ComfyUI's own custom-node loader, exactly as a ComfyUI start-up would.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PACK_DIR = Path(__file__).resolve().parent
+
+
+def find_comfyui(explicit: str | os.PathLike | None = None) -> tuple[Path | None, str]:
+    """Locate a ComfyUI checkout: explicit path, $COMFYUI_PATH, the ComfyUI this pack sits in
+    (ComfyUI/custom_nodes/<pack>), or ../ComfyUI beside the pack. Returns (path, how it was found)
+    or (None, why not)."""
+    candidates = []
+    if explicit:
+        candidates.append((Path(explicit), "given explicitly"))
+    if os.environ.get("COMFYUI_PATH"):
+        candidates.append((Path(os.environ["COMFYUI_PATH"]), "COMFYUI_PATH"))
+    if PACK_DIR.parent.name == "custom_nodes":
+        candidates.append((PACK_DIR.parent.parent, "the pack sits in its custom_nodes"))
+    candidates.append((PACK_DIR.parent / "ComfyUI", "../ComfyUI beside the pack"))
+    tried = []
+    for path, how in candidates:
+        if (path / "comfy" / "model_management.py").is_file() and (path / "execution.py").is_file():
+            return path.resolve(), how
+        tried.append(f"{path} ({how})")
+    return None, "no ComfyUI checkout found; looked at: " + "; ".join(tried)
+
+
+class WorkflowError(RuntimeError):
+    """A prompt failed validation or execution; carries the node and ComfyUI's message."""
+
+    def __init__(self, message: str, node_id: str | None = None, node_type: str | None = None, details=None):
+        where = f"node {node_id} ({node_type}): " if node_id is not None else ""
+        super().__init__(where + message)
+        self.node_id = node_id
+        self.node_type = node_type
+        self.message = message
+        self.details = details
+
+
+class _HeadlessServer:
+    """The slice of PromptServer that execution and progress reporting touch, with the events
+    recorded instead of sent over a websocket."""
+
+    def __init__(self, on_event=None):
+        self.client_id = None
+        self.last_node_id = None
+        self.last_prompt_id = None
+        self.sockets_metadata = {}
+        self.events: list[tuple[str, object]] = []
+        self.on_event = on_event
+
+    def send_sync(self, event, data, sid=None):
+        self.events.append((event, data))
+        if self.on_event is not None:
+            self.on_event(event, data)
+
+    def queue_updated(self):
+        pass
+
+
+@dataclass
+class RunResult:
+    outputs: dict
+    events: list = field(default_factory=list)
+
+
+class Host:
+    """A booted ComfyUI with this pack loaded through ComfyUI's custom-node loader."""
+
+    def __init__(self, comfyui_path: Path, cpu: bool = True, output_dir: str | None = None, verbose: bool = False):
+        self.path = Path(comfyui_path).resolve()
+        if str(self.path) not in sys.path:
+            sys.path.insert(0, str(self.path))
+        import comfy.options  # noqa: F401  (args parsing stays off: the host must not read our argv)
+        from comfy.cli_args import args
+
+        # Must precede the first import of comfy.model_management, which picks the device at import.
+        if cpu:
+            args.cpu = True
+        if output_dir:
+            args.output_directory = str(output_dir)
+        if not verbose:
+            logging.getLogger().setLevel(logging.WARNING)
+
+        import folder_paths
+
+        if output_dir:
+            folder_paths.set_output_directory(str(output_dir))
+        import comfy.model_management  # noqa: F401
+        import execution
+        import nodes
+
+        self.folder_paths = folder_paths
+        self.execution = execution
+        self.nodes = nodes
+        self.server = _HeadlessServer()
+        failed = asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+        self.core_import_failures = list(failed or [])
+        before = set(nodes.NODE_CLASS_MAPPINGS)
+        self.pack_loaded = asyncio.run(nodes.load_custom_node(str(PACK_DIR)))
+        self.pack_nodes = sorted(set(nodes.NODE_CLASS_MAPPINGS) - before)
+        self.version = _read_version(self.path)
+
+    def add_model_folder(self, kind: str, path: str | os.PathLike):
+        self.folder_paths.add_model_folder_path(kind, str(path), is_default=True)
+
+    def node_class(self, class_type: str):
+        return self.nodes.NODE_CLASS_MAPPINGS[class_type]
+
+    def validate(self, prompt: dict) -> list:
+        ok, error, outputs, node_errors = asyncio.run(self.execution.validate_prompt(str(uuid.uuid4()), prompt, None))
+        if not ok:
+            for node_id, info in (node_errors or {}).items():
+                msgs = "; ".join(f"{e.get('message')}: {e.get('details')}" for e in info.get("errors", []))
+                raise WorkflowError(f"validation failed: {msgs}", node_id, info.get("class_type"), node_errors)
+            raise WorkflowError(f"validation failed: {error.get('message')}: {error.get('details')}", details=error)
+        return outputs
+
+    def run(self, prompt: dict, on_event=None) -> RunResult:
+        """Validate and execute an API-format prompt; raise WorkflowError naming the failing node."""
+        outputs = self.validate(prompt)
+        self.server.events = []
+        self.server.on_event = on_event
+        executor = self.execution.PromptExecutor(
+            self.server, cache_type=self.execution.CacheType.NONE, cache_args={"lru": 0, "ram": 0}
+        )
+        executor.execute(prompt, str(uuid.uuid4()), {}, outputs)
+        if not executor.success:
+            for event, data in executor.status_messages:
+                if event in ("execution_error", "execution_interrupted"):
+                    raise WorkflowError(
+                        data.get("exception_message", event), data.get("node_id"), data.get("node_type"), data
+                    )
+            raise WorkflowError("execution failed without an error message")
+        return RunResult(outputs=executor.history_result["outputs"], events=list(self.server.events))
+
+
+def _read_version(path: Path) -> str:
+    try:
+        text = (path / "comfyui_version.py").read_text()
+        return text.split('"')[1]
+    except (OSError, IndexError):
+        return "unknown"
+
+
+_HOST: Host | None = None
+
+
+def boot(comfyui_path, **kwargs) -> Host:
+    """One host per process: ComfyUI's registries and model management are process-global."""
+    global _HOST
+    if _HOST is None:
+        _HOST = Host(comfyui_path, **kwargs)
+    return _HOST
