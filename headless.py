@@ -99,6 +99,9 @@ class Host:
         if output_dir:
             folder_paths.set_output_directory(str(output_dir))
         import comfy.model_management  # noqa: F401
+        # As in main.py: bind ComfyUI's `utils` package before `nodes` puts comfy/ (with its
+        # utils.py) first on sys.path, or server-dependent core nodes fail to import.
+        import utils.extra_config  # noqa: F401
         import execution
         import nodes
 

@@ -1,0 +1,14 @@
+"""ComfyUI glue for Z-Image Nodes. Imported only by the pack's comfy_entrypoint, inside ComfyUI."""
+from comfy_api.latest import ComfyExtension, io
+
+from .guider import ZImageCFGGuider
+from .loader import ZImageLoader
+from .negative_prompt import ZImageNegativePrompt
+from .turbo_sampler import ZImageTurboSampler
+
+NODES = [ZImageLoader, ZImageCFGGuider, ZImageTurboSampler, ZImageNegativePrompt]
+
+
+class ZImageExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return NODES

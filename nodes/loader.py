@@ -1,0 +1,181 @@
+"""ZImageLoader: diffusion model + Qwen3 text encoder + Flux VAE in one node, variant-aware."""
+from __future__ import annotations
+
+import logging
+import os
+
+import folder_paths
+from comfy_api.latest import io, ui
+
+from ..core.checkpoint import CheckpointError, inspect_model
+from ..core.variants import detect_variant
+from . import host_model
+
+log = logging.getLogger("zimage_nodes")
+
+CHECKPOINT_TAG = "[checkpoint] "
+QWEN3_4B_WIDTH = 2560
+
+
+def _looks_like_diffusers_dir(path: str) -> bool:
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return False
+    if "transformer" in names and os.path.isdir(os.path.join(path, "transformer")):
+        return True
+    return any(n.endswith(".safetensors.index.json") or n.startswith("diffusion_pytorch_model") for n in names)
+
+
+def _diffusers_dirs() -> list[str]:
+    """Diffusers-format model folders under diffusion_models (two levels deep), as "name/"."""
+    found = []
+    for root in folder_paths.get_folder_paths("diffusion_models"):
+        if not os.path.isdir(root):
+            continue
+        for name in sorted(os.listdir(root)):
+            full = os.path.join(root, name)
+            if os.path.isdir(full) and _looks_like_diffusers_dir(full):
+                found.append(name + "/")
+    return found
+
+
+def model_choices() -> list[str]:
+    dirs = _diffusers_dirs()
+    # Shards inside a diffusers folder are offered through the folder, not one by one.
+    files = [f for f in folder_paths.get_filename_list("diffusion_models") if not any(f.startswith(d) for d in dirs)]
+    checkpoints = [CHECKPOINT_TAG + f for f in folder_paths.get_filename_list("checkpoints")]
+    return files + dirs + checkpoints
+
+
+def resolve_model_path(choice: str) -> str:
+    if choice.startswith(CHECKPOINT_TAG):
+        return folder_paths.get_full_path_or_raise("checkpoints", choice[len(CHECKPOINT_TAG):])
+    if choice.endswith("/"):
+        for root in folder_paths.get_folder_paths("diffusion_models"):
+            full = os.path.join(root, choice.rstrip("/"))
+            if os.path.isdir(full):
+                return full
+        raise FileNotFoundError(f"Z-Image Loader: model folder '{choice}' is not in any diffusion_models folder")
+    return folder_paths.get_full_path_or_raise("diffusion_models", choice)
+
+
+def _inspect(path: str, role: str):
+    try:
+        return inspect_model(path)
+    except CheckpointError as e:
+        raise ValueError(f"Z-Image Loader, {role}: {e}") from None
+
+
+class ZImageLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ZImageLoader",
+            display_name="Z-Image Loader",
+            category="Z-Image",
+            description=(
+                "Loads a Z-Image or Z-Image-Turbo diffusion model (ComfyUI single file, full checkpoint, or "
+                "diffusers folder, sharded or not), the Qwen3 text encoder and the Flux VAE. Detects Turbo vs "
+                "Base, applies that variant's flow shift, and outputs its recommended steps and cfg."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "diffusion_model",
+                    options=model_choices(),
+                    tooltip=(
+                        "Z-Image DiT: a file from models/diffusion_models, a diffusers folder found there, or a "
+                        "full checkpoint ([checkpoint] entries, from models/checkpoints)."
+                    ),
+                ),
+                io.Combo.Input(
+                    "text_encoder",
+                    options=folder_paths.get_filename_list("text_encoders"),
+                    tooltip="Qwen3 text encoder (qwen_3_4b.safetensors) from models/text_encoders.",
+                ),
+                io.Combo.Input(
+                    "vae", options=folder_paths.get_filename_list("vae"), tooltip="Flux VAE (ae.safetensors) from models/vae."
+                ),
+                io.Combo.Input(
+                    "variant",
+                    options=["auto", "turbo", "base"],
+                    default="auto",
+                    tooltip=(
+                        "auto: read the file's metadata, then its name. turbo: the distilled model (8 steps, "
+                        "cfg 1, shift 3, negative prompt has no effect). base: the undistilled model (CFG with a "
+                        "negative prompt, shift 6)."
+                    ),
+                ),
+                io.Combo.Input(
+                    "weight_dtype",
+                    options=list(host_model.WEIGHT_DTYPES),
+                    default="default",
+                    tooltip="Weight storage type, as in Load Diffusion Model. fp8 halves memory at some quality cost.",
+                ),
+            ],
+            outputs=[
+                io.Model.Output(display_name="MODEL", tooltip="The diffusion model, flow shift set for its variant."),
+                io.Clip.Output(display_name="CLIP", tooltip="The Qwen3 text encoder; wire into CLIP Text Encode."),
+                io.Vae.Output(display_name="VAE", tooltip="The Flux VAE; wire into VAE Decode."),
+                io.Int.Output(display_name="steps", tooltip="Recommended steps for the detected variant."),
+                io.Float.Output(display_name="cfg", tooltip="Recommended cfg (ComfyUI convention) for the variant."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, diffusion_model, text_encoder, vae, variant, weight_dtype) -> io.NodeOutput:
+        model_path = resolve_model_path(diffusion_model)
+        te_path = folder_paths.get_full_path_or_raise("text_encoders", text_encoder)
+        vae_path = folder_paths.get_full_path_or_raise("vae", vae)
+
+        dit = _inspect(model_path, "diffusion model")
+        if dit.kind != "zimage_dit":
+            raise ValueError(
+                f"Z-Image Loader: '{diffusion_model}' is {dit.description}, not a Z-Image diffusion model. "
+                "Choose a Z-Image file (e.g. z_image_turbo_bf16.safetensors), or load this one with the loader for its type."
+            )
+        te = _inspect(te_path, "text encoder")
+        if te.kind != "qwen3_text_encoder":
+            raise ValueError(
+                f"Z-Image Loader: text encoder '{text_encoder}' is {te.description}, not a Qwen3 text encoder. "
+                "Z-Image needs qwen_3_4b.safetensors."
+            )
+        if te.config.hidden_size != dit.config.cap_feat_dim:
+            raise ValueError(
+                f"Z-Image Loader: text encoder '{text_encoder}' produces {te.config.hidden_size}-wide features but "
+                f"'{diffusion_model}' expects {dit.config.cap_feat_dim}-wide captions. Use the text encoder made for "
+                "this model (qwen_3_4b.safetensors for Z-Image)."
+            )
+        vae_info = _inspect(vae_path, "VAE")
+        if vae_info.kind != "flux_vae":
+            raise ValueError(
+                f"Z-Image Loader: VAE '{vae}' is {vae_info.description}, not the Flux VAE (16 latent channels). "
+                "Z-Image needs ae.safetensors."
+            )
+
+        detection = detect_variant(variant, dit.metadata, os.path.basename(model_path.rstrip("/")))
+        chosen = detection.variant
+
+        sd, metadata = host_model.load_dit_state_dict(dit)
+        try:
+            model = host_model.build_zimage_model(sd, dit.config.comfy_unet_config(), metadata, weight_dtype)
+        except ValueError as e:
+            raise ValueError(f"Z-Image Loader: '{diffusion_model}': {e}") from None
+        model = host_model.with_flow_shift(model, chosen.shift)
+        host_model.tag_variant(model, chosen.name, detection.reason)
+
+        te_config = None if te.config.hidden_size == QWEN3_4B_WIDTH else te.config.comfy_model_config()
+        clip = host_model.load_text_encoder(te_path, te_config)
+        vae_obj = host_model.load_vae(vae_path)
+
+        negative = (
+            "negative prompts work through CFG"
+            if chosen.negative_has_effect
+            else "negative prompts have no effect (CFG-distilled, runs at cfg 1)"
+        )
+        summary = (
+            f"{chosen.display_name}: {detection.reason}. Steps {chosen.steps}, cfg {chosen.cfg:g}, "
+            f"shift {chosen.shift:g}; {negative}."
+        )
+        log.info("Z-Image Loader: %s", summary)
+        return io.NodeOutput(model, clip, vae_obj, chosen.steps, float(chosen.cfg), ui=ui.PreviewText(summary))
