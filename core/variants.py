@@ -141,5 +141,5 @@ def detect_variant(choice: str, metadata: dict | None, filename: str) -> Detecti
         TURBO,
         "default",
         f"could not tell the variant from the metadata or the file name {name!r}; assuming Turbo. "
-        "Set variant to 'base' or 'turbo' to choose explicitly.",
+        "Set variant to 'base' or 'turbo' to choose explicitly",
     )
