@@ -172,7 +172,14 @@ def _batched_diffusion_model(captions):
     def wrapper(executor, x, timesteps, context, num_tokens, attention_mask=None, **kwargs):
         device, dtype = x.device, context.dtype
         contexts = [c.to(device=device, dtype=dtype) for c in captions]
-        return zimage_batched.batched_forward(executor.class_obj, x, timesteps, contexts, kwargs.get("transformer_options"))
+        options = dict(kwargs.get("transformer_options") or {})
+        # This wrapper is the batched forward itself: the model below must not see it again.
+        options["wrappers"] = {
+            kind: {key: fns for key, fns in by_key.items() if key != _WRAPPER_KEY}
+            for kind, by_key in options.get("wrappers", {}).items()
+        }
+        options["wrappers"] = {kind: by_key for kind, by_key in options["wrappers"].items() if by_key}
+        return zimage_batched.batched_forward(executor.class_obj, x, timesteps, contexts, options)
 
     return wrapper
 

@@ -32,3 +32,40 @@ def host(tmp_path_factory):
         pytest.skip(f"needs a ComfyUI checkout: {HOW}")
     out = tmp_path_factory.mktemp("comfy_output")
     return headless.boot(COMFYUI, cpu=True, output_dir=out)
+
+
+@pytest.fixture(scope="session")
+def demo_models(host, tmp_path_factory):
+    """Tiny random-weight Z-Image files (real key layouts) registered as ComfyUI model folders."""
+    from zimage_nodes import demo_weights
+
+    root = tmp_path_factory.mktemp("models")
+    names = demo_weights.write_demo_models(root)
+    for kind in ("diffusion_models", "text_encoders", "vae", "checkpoints"):
+        (root / kind).mkdir(exist_ok=True)
+        host.add_model_folder(kind, root / kind)
+    return root, names
+
+
+@pytest.fixture
+def forward_spy(host, monkeypatch):
+    """Records the batch size of every Z-Image DiT forward (ComfyUI's NextDiT)."""
+    import comfy.ldm.lumina.model as lumina
+
+    calls = []
+    original = lumina.NextDiT.forward
+
+    def spy(self, x, *args, **kwargs):
+        calls.append(x.shape[0])
+        return original(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(lumina.NextDiT, "forward", spy)
+    return calls
+
+
+@pytest.fixture(scope="session")
+def pack_nodes(host):
+    """The pack's `nodes` package as ComfyUI loaded it (the same module objects the graph uses)."""
+    import importlib
+
+    return importlib.import_module(str(headless.PACK_DIR).replace(".", "_x_") + ".nodes")
