@@ -1,0 +1,260 @@
+"""One batched Z-Image DiT forward for samples whose captions have different lengths.
+
+ComfyUI (v0.8.0) evaluates a Z-Image positive and negative as two batch-1 forwards per step:
+their caption lengths differ, so `calc_cond_batch` cannot concatenate them. The reference
+implementation (diffusers `ZImageTransformer2DModel`) batches them instead, and so does
+`batched_forward` here, reusing the submodules of ComfyUI's own `NextDiT`:
+
+* each caption is padded to ITS OWN multiple of `pad_tokens_multiple` (32) with `cap_pad_token`,
+  exactly as a batch-1 ComfyUI forward pads it; image tokens are padded with `x_pad_token`;
+* position ids are per sample: caption tokens 1..Lp_i on the first axis, image tokens at
+  first-axis position Lp_i + 1 (Lp_i = that sample's padded caption length), height/width on the
+  other two axes (with `transformer_options["rope_options"]` scale/shift applied as ComfyUI does);
+* the context refiner runs once on the batch of per-sample padded captions, right-padded to the
+  longest with an additive key mask for the batch padding only;
+* the noise refiner runs once on the image tokens (same length for every sample, no mask);
+* the main layers run once on `[caption_i (Lp_i tokens), image tokens]` per sample, right-padded
+  to the batch maximum, again with a key mask for the batch padding only. Pad tokens that a
+  batch-1 forward would see (cap/x pad tokens) stay visible, as in ComfyUI and diffusers.
+
+When all captions pad to the same length no mask is built at all, so flash/sage attention keep
+their unmasked fast path. Masks are additive float tensors of shape [B, 1, 1, S] with a finite
+large negative value, the format every ComfyUI attention backend accepts (flash attention logs a
+warning and falls back to PyTorch SDPA for masked calls, as it does for any masked call).
+
+Result: for each sample i, `batched_forward(...)[i]` equals
+`diffusion_model(x[i:i+1], timesteps[i:i+1], contexts[i][None], num_tokens=L_i,
+transformer_options=...)[0]`, i.e. ComfyUI's NEGATED velocity (ComfyUI's sign is kept), up to
+floating-point reordering (<= 1e-5 in fp32 on tiny models).
+
+Supported: Z-Image NextDiT models (z_image modulation, `pad_tokens_multiple` with pad tokens);
+any batch size; non-square and odd latent sizes (`pad_to_patch_size`, circular, cropped back);
+dtype handling as in `NextDiT._forward` (timestep embedding in the input dtype, captions cast to
+the input's dtype/device, pad tokens cast like ComfyUI does); `rope_options`; attention overrides
+(`optimized_attention_override`) are passed through the blocks untouched; `transformer_options`
+gets the same `total_blocks` / `block_type` / `block_index` entries `_forward` writes.
+
+Not supported (`can_batch` returns False with the reason, `batched_forward` raises
+NotImplementedError): models without pad tokens (Lumina 2, NewBie's `clip_text_pooled_proj`),
+subclasses that override `_forward`/`patchify_and_embed`, "noise_refiner" or "double_block"
+patches (they are defined on a single shared caption length), DIFFUSION_MODEL wrappers (they wrap
+`NextDiT.forward`, which this path bypasses), and caption attention masks that actually mask
+something. ComfyUI's Z-Image text encoder does not pad (`pad_to_max_length=False`), so in practice
+ComfyUI passes no attention mask; an all-ones mask (or None) is accepted and ignored, which is what
+ComfyUI's `Lumina2.extra_conds` does with it too.
+
+Written against ComfyUI v0.8.0's `comfy/ldm/lumina/model.py`. ComfyUI is imported lazily, so this
+module imports without a host.
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["batched_forward", "can_batch"]
+
+
+def _nextdit_class():
+    try:
+        from comfy.ldm.lumina.model import NextDiT
+    except Exception:  # pragma: no cover - only without a host
+        return None
+    return NextDiT
+
+
+def _mask_is_trivial(mask) -> bool:
+    return mask is None or bool((mask != 0).all())
+
+
+def can_batch(diffusion_model, transformer_options: dict | None = None, attention_masks: list | None = None) -> tuple[bool, str]:
+    """Whether `batched_forward` reproduces the per-sample ComfyUI forwards exactly.
+
+    Returns (True, "") or (False, reason). Cheap: attribute and dict look-ups only (plus one
+    reduction per attention mask given)."""
+    transformer_options = transformer_options or {}
+    NextDiT = _nextdit_class()
+    if NextDiT is None:
+        return False, "ComfyUI's comfy.ldm.lumina.model is not importable"
+    dm = diffusion_model
+    if not isinstance(dm, NextDiT):
+        return False, f"not a ComfyUI NextDiT ({type(dm).__name__})"
+    cls = type(dm)
+    if cls._forward is not NextDiT._forward or cls.patchify_and_embed is not NextDiT.patchify_and_embed:
+        return False, f"{cls.__name__} overrides NextDiT._forward/patchify_and_embed"
+    if getattr(dm, "pad_tokens_multiple", None) is None:
+        return False, "model has no pad_tokens_multiple (Lumina 2 style model, not Z-Image)"
+    if getattr(dm, "cap_pad_token", None) is None or getattr(dm, "x_pad_token", None) is None:
+        return False, "model has no cap_pad_token/x_pad_token"
+    if getattr(dm, "clip_text_pooled_proj", None) is not None:
+        return False, "model has clip_text_pooled_proj (NewBie), not supported"
+    try:
+        z_mod = all(
+            isinstance(layer.adaLN_modulation[0], torch.nn.Linear) for layer in list(dm.layers) + list(dm.noise_refiner)
+        )
+    except (AttributeError, IndexError, TypeError):
+        z_mod = False
+    if not z_mod:
+        return False, "model does not use Z-Image modulation (not a Z-Image NextDiT)"
+    patches = transformer_options.get("patches", {}) or {}
+    for name in ("noise_refiner", "double_block"):
+        if patches.get(name):
+            return False, f"'{name}' patches are present (defined on one shared caption length)"
+    try:
+        import comfy.patcher_extension as pe
+
+        if pe.get_all_wrappers(pe.WrappersMP.DIFFUSION_MODEL, transformer_options):
+            return False, "DIFFUSION_MODEL wrappers are present (they wrap NextDiT.forward)"
+    except ImportError:  # pragma: no cover
+        pass
+    if attention_masks is not None and not all(_mask_is_trivial(m) for m in attention_masks):
+        return False, "a caption attention mask masks tokens (padded text encoder output), not supported"
+    return True, ""
+
+
+def _key_padding_mask(valid_lens: list[int], total: int, dtype, device):
+    """Additive [B, 1, 1, total] mask: 0 for keys < valid_len, a large negative value after."""
+    lens = torch.tensor(valid_lens, device=device)
+    keep = torch.arange(total, device=device)[None, :] < lens[:, None]
+    mask = torch.zeros(keep.shape, dtype=dtype, device=device)
+    mask.masked_fill_(~keep, -torch.finfo(dtype).max)
+    return mask[:, None, None, :]
+
+
+def batched_forward(
+    diffusion_model,
+    x: torch.Tensor,
+    timesteps: torch.Tensor,
+    contexts: list,
+    transformer_options: dict | None = None,
+    attention_masks: list | None = None,
+) -> torch.Tensor:
+    """Run ComfyUI's Z-Image NextDiT once over samples with different caption lengths.
+
+    x: [B, C, H, W] latents (model input, as NextDiT.forward receives it);
+    timesteps: [B] (or one value for all), ComfyUI's model_sampling.timestep(sigma);
+    contexts: B caption features, each [L_i, cap_feat_dim] or [1, L_i, cap_feat_dim];
+    attention_masks: optional B masks ([L_i] or [1, L_i]) or None entries; only masks without
+    zeros are accepted (see the module docstring).
+    Returns [B, C, H, W]: per sample what `diffusion_model(x[i:i+1], ...)` returns (negated velocity).
+    """
+    import comfy.ldm.common_dit
+
+    if transformer_options is None:
+        transformer_options = {}
+    ok, why = can_batch(diffusion_model, transformer_options, attention_masks)
+    if not ok:
+        raise NotImplementedError(f"batched Z-Image forward not possible: {why}")
+
+    dm = diffusion_model
+    B, _, h, w = x.shape
+    if len(contexts) != B:
+        raise ValueError(f"{len(contexts)} contexts for a batch of {B}")
+    if attention_masks is not None and len(attention_masks) != B:
+        raise ValueError(f"{len(attention_masks)} attention masks for a batch of {B}")
+    timesteps = torch.as_tensor(timesteps, device=x.device).reshape(-1)
+    if timesteps.numel() == 1 and B > 1:
+        timesteps = timesteps.expand(B)
+    if timesteps.numel() != B:
+        raise ValueError(f"{timesteps.numel()} timesteps for a batch of {B}")
+
+    caps = []
+    for c in contexts:
+        if c.ndim == 3:
+            if c.shape[0] != 1:
+                raise ValueError(f"each context must hold one caption, got shape {tuple(c.shape)}")
+            c = c[0]
+        if c.ndim != 2:
+            raise ValueError(f"context must be [L, D] or [1, L, D], got shape {tuple(c.shape)}")
+        caps.append(c.to(device=x.device, dtype=x.dtype))
+    cap_lens = [c.shape[0] for c in caps]
+
+    pH = pW = dm.patch_size
+    multiple = dm.pad_tokens_multiple
+    x = comfy.ldm.common_dit.pad_to_patch_size(x, (pH, pW))
+    H, W = x.shape[-2:]
+    device = x.device
+
+    # Timestep embedding, as NextDiT._forward (t = 1 - timestep, scaled, embedded in x's dtype).
+    t = 1.0 - timesteps
+    adaln_input = dm.t_embedder(t * dm.time_scale, dtype=x.dtype)  # [B, 256]
+
+    # Caption embedding: one pass over all captions' tokens (the embedder is per token).
+    cap_emb = dm.cap_embedder(torch.cat(caps, dim=0)[None])[0]  # [sum L, D]
+    D = cap_emb.shape[-1]
+    cap_pad_lens = [L + (-L) % multiple for L in cap_lens]  # Lp_i, each caption's own multiple
+    Lc = max(cap_pad_lens)
+    cap_pad = dm.cap_pad_token.to(device=cap_emb.device, dtype=cap_emb.dtype, copy=True)  # [1, D]
+    cap = cap_emb.new_zeros((B, Lc, D))  # zeros beyond Lp_i: batch padding (masked)
+    start = 0
+    for i, (L, Lp) in enumerate(zip(cap_lens, cap_pad_lens)):
+        cap[i, :L] = cap_emb[start:start + L]
+        cap[i, L:Lp] = cap_pad
+        start += L
+    same_caps = all(Lp == Lc for Lp in cap_pad_lens)
+
+    # Image tokens, patchified exactly as patchify_and_embed does, padded with x_pad_token.
+    C = x.shape[1]
+    img = dm.x_embedder(x.view(B, C, H // pH, pH, W // pW, pW).permute(0, 2, 4, 3, 5, 1).flatten(3).flatten(1, 2))
+    n_img = img.shape[1]
+    img_pad_extra = (-n_img) % multiple
+    if img_pad_extra:
+        x_pad = dm.x_pad_token.to(device=img.device, dtype=img.dtype, copy=True)
+        img = torch.cat((img, x_pad.unsqueeze(0).repeat(B, img_pad_extra, 1)), dim=1)
+    Ni = img.shape[1]
+
+    # Position ids: caption 1..Lc (only 1..Lp_i are used per sample), image at Lp_i + 1.
+    rope_options = transformer_options.get("rope_options", None)
+    h_scale = w_scale = 1.0
+    h_start = w_start = 0
+    if rope_options is not None:
+        h_scale = rope_options.get("scale_y", 1.0)
+        w_scale = rope_options.get("scale_x", 1.0)
+        h_start = rope_options.get("shift_y", 0.0)
+        w_start = rope_options.get("shift_x", 0.0)
+    H_tokens, W_tokens = H // pH, W // pW
+    cap_ids = torch.zeros((B, Lc, 3), dtype=torch.float32, device=device)
+    cap_ids[:, :, 0] = torch.arange(Lc, dtype=torch.float32, device=device) + 1.0
+    img_ids = torch.zeros((B, Ni, 3), dtype=torch.float32, device=device)
+    img_ids[:, :n_img, 0] = torch.tensor(cap_pad_lens, dtype=torch.float32, device=device)[:, None] + 1
+    img_ids[:, :n_img, 1] = (torch.arange(H_tokens, dtype=torch.float32, device=device) * h_scale + h_start).view(-1, 1).repeat(1, W_tokens).flatten()
+    img_ids[:, :n_img, 2] = (torch.arange(W_tokens, dtype=torch.float32, device=device) * w_scale + w_start).view(1, -1).repeat(H_tokens, 1).flatten()
+    freqs = dm.rope_embedder(torch.cat((cap_ids, img_ids), dim=1)).movedim(1, 2)  # [B, Lc+Ni, 1, ...]
+    cap_freqs, img_freqs = freqs[:, :Lc], freqs[:, Lc:]
+
+    # Context refiner on the batch of captions, batch padding masked.
+    cap_mask = None if same_caps else _key_padding_mask(cap_pad_lens, Lc, cap.dtype, device)
+    for layer in dm.context_refiner:
+        cap = layer(cap, cap_mask, cap_freqs, transformer_options=transformer_options)
+
+    # Noise refiner on the image tokens: same length for all samples, no mask.
+    for layer in dm.noise_refiner:
+        img = layer(img, None, img_freqs, adaln_input, transformer_options=transformer_options)
+
+    # Joint sequence per sample: [cap_i[:Lp_i], img_i], right-padded to Lc + Ni.
+    if same_caps:
+        joint = torch.cat((cap, img), dim=1)
+        joint_freqs = freqs
+        joint_mask = None
+    else:
+        order = []
+        for Lp in cap_pad_lens:
+            order.append(list(range(Lp)) + list(range(Lc, Lc + Ni)) + list(range(Lp, Lc)))
+        order = torch.tensor(order, dtype=torch.long, device=device)
+        rows = torch.arange(B, device=device)[:, None]
+        joint = torch.cat((cap, img), dim=1)[rows, order]
+        joint_freqs = freqs[rows, order]
+        joint_mask = _key_padding_mask([Lp + Ni for Lp in cap_pad_lens], Lc + Ni, joint.dtype, device)
+    joint_freqs = joint_freqs.to(joint.device)
+
+    transformer_options["total_blocks"] = len(dm.layers)
+    transformer_options["block_type"] = "double"
+    for i, layer in enumerate(dm.layers):
+        transformer_options["block_index"] = i
+        joint = layer(joint, joint_mask, joint_freqs, adaln_input, transformer_options=transformer_options)
+
+    # The final layer is per token: apply it to the real image tokens only.
+    sel = torch.tensor(cap_pad_lens, device=device)[:, None] + torch.arange(n_img, device=device)[None, :]
+    img_out = joint[torch.arange(B, device=device)[:, None], sel]  # [B, n_img, D]
+    img_out = dm.final_layer(img_out, adaln_input)  # [B, n_img, pH*pW*C_out]
+    C_out = dm.out_channels
+    out = img_out.view(B, H_tokens, W_tokens, pH, pW, C_out).permute(0, 5, 1, 3, 2, 4).reshape(B, C_out, H, W)
+    return -out[:, :, :h, :w]

@@ -1,0 +1,229 @@
+"""batched_forward (one pass, captions of different lengths) against ComfyUI's own per-sample
+NextDiT forwards on a tiny random Z-Image model built with ComfyUI's classes."""
+import pytest
+import torch
+
+pytestmark = pytest.mark.host
+
+TOL = 1e-5
+
+UNET_CONFIG = dict(
+    # what comfy.model_detection's dim == 3840 branch produces, at width 256 (2 heads of 128)
+    image_model="lumina2",
+    patch_size=2,
+    in_channels=16,
+    dim=256,
+    cap_feat_dim=64,
+    n_layers=2,
+    n_refiner_layers=1,
+    qk_norm=True,
+    n_heads=2,
+    n_kv_heads=2,
+    axes_dims=[32, 48, 48],
+    axes_lens=[1536, 512, 512],
+    rope_theta=256.0,
+    ffn_dim_multiplier=8.0 / 3.0,
+    z_image_modulation=True,
+    time_scale=1000.0,
+    pad_tokens_multiple=32,
+)
+
+
+def _randomise(module, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+        # q/k RMSNorm gains near 1, not 0.05: otherwise every attention logit is ~0, attention is
+        # almost uniform and the outputs barely depend on positions, masks or neighbours.
+        for name, p in module.named_parameters():
+            if name.endswith(("q_norm.weight", "k_norm.weight")):
+                p.add_(1.0)
+    return module.eval()
+
+
+def _build(host, seed=0, **overrides):
+    import comfy.supported_models
+
+    cfg = dict(UNET_CONFIG, **overrides)
+    model_config = comfy.supported_models.ZImage(cfg)
+    model_config.set_inference_dtype(torch.float32, None)
+    model = model_config.get_model({})
+    return model, _randomise(model.diffusion_model, seed)
+
+
+@pytest.fixture(scope="module")
+def zimage(host):
+    return _build(host)
+
+
+@pytest.fixture(scope="module")
+def mod(host):
+    # Loaded from its file: the module is self-contained (ComfyUI imported lazily), so the test
+    # does not depend on what nodes/__init__.py imports.
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    name = "zimage_nodes_test_zimage_batched"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parent.parent / "nodes" / "zimage_batched.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _per_sample(dm, x, t, contexts, transformer_options=None):
+    outs = []
+    for i, c in enumerate(contexts):
+        to = dict(transformer_options or {})
+        outs.append(dm(x[i:i + 1], t[i:i + 1], c[None], num_tokens=c.shape[0], transformer_options=to))
+    return torch.cat(outs)
+
+
+def _inputs(lengths, hw=(16, 16), seed=1):
+    g = torch.Generator().manual_seed(seed)
+    B = len(lengths)
+    x = torch.randn((B, 16, *hw), generator=g)
+    t = torch.rand((B,), generator=g) * 0.9 + 0.05
+    contexts = [torch.randn((L, 64), generator=g) for L in lengths]
+    return x, t, contexts
+
+
+CASES = {
+    "7_and_40": dict(lengths=[7, 40]),  # padded to 32 and 64
+    "32_and_32": dict(lengths=[32, 32]),  # same padded length: no mask
+    "40_and_7": dict(lengths=[40, 7]),
+    "batch4_mixed": dict(lengths=[7, 40, 32, 70]),
+    "non_square_16x24": dict(lengths=[12, 45], hw=(16, 24)),
+    "odd_15x13": dict(lengths=[9, 33], hw=(15, 13)),  # pad_to_patch_size + image pad tokens
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_batched_matches_per_sample(zimage, mod, case):
+    _, dm = zimage
+    x, t, contexts = _inputs(**CASES[case])
+    ok, why = mod.can_batch(dm, {})
+    assert ok, why
+    with torch.no_grad():
+        ref = _per_sample(dm, x, t, contexts)
+        out = mod.batched_forward(dm, x, t, contexts, {})
+    assert out.shape == ref.shape == x.shape
+    diff = (out - ref).abs().max().item()
+    print(f"{case}: max abs diff {diff:.3g}")
+    assert diff <= TOL, f"{case}: max abs diff {diff}"
+
+
+def test_contexts_with_batch_dim_rope_options_and_trivial_masks(zimage, mod):
+    _, dm = zimage
+    x, t, contexts = _inputs([5, 37], hw=(16, 16), seed=3)
+    opts = {"rope_options": {"scale_y": 0.5, "scale_x": 2.0, "shift_y": 1.0, "shift_x": 3.0}}
+    with torch.no_grad():
+        ref = _per_sample(dm, x, t, contexts, opts)
+        out = mod.batched_forward(
+            dm, x, t, [c[None] for c in contexts], dict(opts),
+            attention_masks=[None, torch.ones((1, 37), dtype=torch.long)],
+        )
+    diff = (out - ref).abs().max().item()
+    assert diff <= TOL, diff
+    # rope_options must actually matter, otherwise the check above proves nothing
+    with torch.no_grad():
+        plain = mod.batched_forward(dm, x, t, contexts, {})
+    assert (plain - out).abs().max().item() > 1e-3
+
+
+def test_matches_through_comfy_model_sampling(zimage, mod):
+    """Inputs as BaseModel._apply_model prepares them (calculate_input, timestep(sigma))."""
+    model, dm = zimage
+    x, _, contexts = _inputs([7, 40], seed=4)
+    sigma = torch.tensor([0.8, 0.8])
+    ms = model.model_sampling
+    xc = ms.calculate_input(sigma, x)
+    ts = ms.timestep(sigma).float()
+    with torch.no_grad():
+        ref = torch.cat([
+            model.apply_model(x[i:i + 1], sigma[i:i + 1], c_crossattn=c[None], num_tokens=c.shape[0])
+            for i, c in enumerate(contexts)
+        ])
+        out = ms.calculate_denoised(sigma, mod.batched_forward(dm, xc, ts, contexts, {}).float(), x)
+    assert (out - ref).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("backend", ["pytorch", "basic", "split", "sub_quad"])
+def test_mask_format_with_each_attention_backend(zimage, mod, backend):
+    """The batch-padding mask works with ComfyUI's attention functions (CPU default: sub_quad)."""
+    import comfy.ldm.modules.attention as attention
+
+    func = {
+        "pytorch": attention.attention_pytorch,
+        "basic": attention.attention_basic,
+        "split": attention.attention_split,
+        "sub_quad": attention.attention_sub_quad,
+    }[backend]
+    calls = []
+
+    def override(original, *args, **kwargs):
+        calls.append(kwargs.get("mask", args[4] if len(args) > 4 else None) is not None)
+        return func(*args, **kwargs)
+
+    _, dm = zimage
+    x, t, contexts = _inputs([7, 40, 70], seed=5)
+    opts = {"optimized_attention_override": override}
+    with torch.no_grad():
+        ref = _per_sample(dm, x, t, contexts, opts)
+        n_ref = len(calls)
+        out = mod.batched_forward(dm, x, t, contexts, dict(opts))
+    assert any(calls[n_ref:]), "the batched call used no mask: the test would prove nothing"
+    assert (out - ref).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_model(host, mod, dtype):
+    """Weights and inputs in half precision, as ComfyUI runs them: dtypes flow through unchanged."""
+    import comfy.supported_models
+
+    model_config = comfy.supported_models.ZImage(dict(UNET_CONFIG))
+    model_config.set_inference_dtype(dtype, None)
+    dm = _randomise(model_config.get_model({}).diffusion_model, 0)
+    x, t, contexts = _inputs([7, 40], hw=(8, 8))  # half-precision matmuls are slow on CPU
+    x = x.to(dtype)
+    contexts = [c.to(dtype) for c in contexts]
+    with torch.no_grad():
+        ref = _per_sample(dm, x, t, contexts)
+        out = mod.batched_forward(dm, x, t, contexts, {})
+    assert out.dtype == dtype
+    assert torch.isfinite(out).all()
+    assert (out.float() - ref.float()).abs().max().item() <= 2e-2
+
+
+def test_can_batch_rejections(host, zimage, mod):
+    _, dm = zimage
+    ok, why = mod.can_batch(dm, {"patches": {"double_block": [lambda a: a]}})
+    assert not ok and "double_block" in why
+    ok, why = mod.can_batch(dm, {"patches": {"noise_refiner": [lambda a: a]}})
+    assert not ok and "noise_refiner" in why
+    ok, why = mod.can_batch(dm, {"wrappers": {"diffusion_model": {"x": [lambda *a, **k: None]}}})
+    assert not ok and "wrapper" in why.lower()
+    masks = [None, torch.tensor([[1, 1, 0]])]
+    ok, why = mod.can_batch(dm, {}, attention_masks=masks)
+    assert not ok and "mask" in why
+    x, t, contexts = _inputs([4, 3])
+    with pytest.raises(NotImplementedError):
+        mod.batched_forward(dm, x, t, contexts, {}, attention_masks=masks)
+    ok, why = mod.can_batch(torch.nn.Linear(2, 2), {})
+    assert not ok and "NextDiT" in why
+
+    # Lumina 2 like: no pad tokens, classic modulation
+    import comfy.ldm.lumina.model
+    import comfy.ops
+
+    lumina = comfy.ldm.lumina.model.NextDiT(
+        patch_size=2, in_channels=16, dim=256, n_layers=1, n_refiner_layers=1, n_heads=2, n_kv_heads=2,
+        qk_norm=True, cap_feat_dim=64, axes_dims=[32, 48, 48], operations=comfy.ops.disable_weight_init,
+    )
+    ok, why = mod.can_batch(lumina, {})
+    assert not ok and "pad_tokens_multiple" in why
