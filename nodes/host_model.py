@@ -86,10 +86,15 @@ def build_zimage_model(sd: dict, unet_config: dict, metadata: dict, weight_dtype
     return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
 
 
-def load_text_encoder(path: str, te_config: dict | None):
+def load_text_encoder(info: ModelInfo, te_config: dict | None):
     """Qwen3 text encoder with the Z-Image tokenizer; `te_config` sizes the model when it is not
     the 4B one (ComfyUI only recognises the 4B by its 2560 width)."""
-    sd = comfy.utils.load_torch_file(path, safe_load=True)
+    sd = comfy.utils.load_torch_file(str(info.files[0]), safe_load=True)
+    if info.prefix:
+        sd = keys.strip_prefix(sd, info.prefix)
+    if info.layout == "transformers":
+        # ComfyUI's Qwen3 module nests the decoder under `model.`; Hugging Face's bare model does not.
+        sd = keys.add_prefix(sd, "model.")
     target = type("ClipTarget", (), {})()
     target.params = {}
     target.clip = comfy.text_encoders.z_image.te(**llama_detect(sd))

@@ -165,7 +165,7 @@ class ZImageLoader(io.ComfyNode):
         host_model.tag_variant(model, chosen.name, detection.reason)
 
         te_config = None if te.config.hidden_size == QWEN3_4B_WIDTH else te.config.comfy_model_config()
-        clip = host_model.load_text_encoder(te_path, te_config)
+        clip = host_model.load_text_encoder(te, te_config)
         vae_obj = host_model.load_vae(vae_path)
 
         negative = (
