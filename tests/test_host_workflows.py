@@ -1,0 +1,249 @@
+"""The example workflows against a real ComfyUI v0.8.0: node types and widget layouts match the
+definitions the editor receives, the UI->API conversion validates with ComfyUI's validate_prompt,
+the Z-Image graphs run end to end through the runner on demo weights, and the runner's CLI works."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from zimage_nodes import workflow_convert as wc
+
+pytestmark = pytest.mark.host
+
+PACK_DIR = Path(__file__).resolve().parent.parent
+WORKFLOW_DIR = PACK_DIR / "example_workflows"
+WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
+ZIMAGE_WORKFLOWS = [p for p in WORKFLOWS if p.name.startswith("z_image")]
+SD_WORKFLOW = WORKFLOW_DIR / "sd_negative_prompt_cfg.json"
+RUNNER = PACK_DIR / "scripts" / "run_workflow.py"
+PNG = b"\x89PNG\r\n\x1a\n"
+SMALL = [("EmptySD3LatentImage", "width", 64), ("EmptySD3LatentImage", "height", 64)]
+FEWER_STEPS = [("BasicScheduler", "steps", 3)]  # the Turbo sampler's steps stay wired to the loader (8)
+
+
+def load(path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def runner():
+    spec = importlib.util.spec_from_file_location("zimage_run_workflow", RUNNER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def definitions(host):
+    return wc.HostDefinitions(host.nodes)
+
+
+@pytest.fixture
+def sd_checkpoint(host, tmp_path):
+    """An empty file with the SD 1.5 checkpoint's name, so combo validation passes (never loaded)."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / "v1-5-pruned-emaonly-fp16.safetensors").touch()
+    host.add_model_folder("checkpoints", folder)
+    yield folder
+    fp = host.folder_paths
+    fp.folder_names_and_paths["checkpoints"][0].remove(str(folder))
+    fp.filename_list_cache.pop("checkpoints", None)
+
+
+def real_nodes(wf):
+    return [n for n in wf["nodes"] if n["type"] not in wc.VIRTUAL_TYPES]
+
+
+@pytest.fixture(params=WORKFLOWS, ids=lambda p: p.stem)
+def workflow(request):
+    return load(request.param)
+
+
+def test_every_node_type_exists_in_comfyui_or_the_pack(host, workflow):
+    for node in real_nodes(workflow):
+        assert node["type"] in host.nodes.NODE_CLASS_MAPPINGS, node["type"]
+    assert {n["type"] for n in workflow["nodes"]} - set(host.nodes.NODE_CLASS_MAPPINGS) <= wc.VIRTUAL_TYPES
+
+
+def count_widget_values(input_types):
+    """Independent of workflow_convert: widget inputs in INPUT_TYPES order, +1 for control_after_generate."""
+    total = 0
+    for section in ("required", "optional"):
+        for name, spec in (input_types.get(section) or {}).items():
+            kind, opts = spec[0], (spec[1] if len(spec) > 1 else {})
+            if opts.get("forceInput"):
+                continue
+            kind = "COMBO" if isinstance(kind, list) else str(kind)
+            if kind in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
+                total += 1
+                if opts.get("control_after_generate", kind == "INT" and name in ("seed", "noise_seed")):
+                    total += 1
+    return total
+
+
+def test_widget_values_match_the_definitions(host, workflow):
+    for node in real_nodes(workflow):
+        input_types = host.node_class(node["type"]).INPUT_TYPES()
+        assert len(node["widgets_values"]) == count_widget_values(input_types), (node["id"], node["type"])
+        assert len(node["widgets_values"]) == wc.widget_value_count(input_types)
+
+
+def test_slots_are_laid_out_as_the_editor_lays_them_out(host, workflow, definitions):
+    # Sockets in definition order (required, then optional), then the wired widgets; outputs as defined.
+    for node in real_nodes(workflow):
+        input_types = definitions.input_types(node["type"])
+        sockets = [(name, kind) for name, kind, _ in wc.socket_list(input_types)]
+        widgets = [w.name for w in wc.widget_list(input_types)]
+        listed = [(i["name"], i["type"]) for i in node["inputs"] if "widget" not in i]
+        wired = [i["name"] for i in node["inputs"] if "widget" in i]
+        assert listed == sockets, node["type"]
+        assert node["inputs"][: len(listed)] == [i for i in node["inputs"] if "widget" not in i]
+        assert wired == [w for w in widgets if w in wired], node["type"]
+        assert [(o["name"], o["type"]) for o in node["outputs"]] == definitions.outputs(node["type"]), node["type"]
+
+
+def test_combo_and_number_values_are_allowed_by_the_definitions(host, workflow, definitions):
+    for node in real_nodes(workflow):
+        input_types = definitions.input_types(node["type"])
+        values = wc.map_widget_values(node, input_types)
+        for name, kind, opts, _ in wc.ordered_inputs(input_types):
+            if name not in values or node["type"] in ("ZImageLoader", "CheckpointLoaderSimple"):
+                continue  # model file lists depend on what is installed
+            value = values[name]
+            options = kind if isinstance(kind, list) else opts.get("options")
+            if options is not None and wc._type_name(kind) == "COMBO":
+                assert value in options, (node["type"], name, value)
+            if "min" in opts:
+                assert opts["min"] <= value <= opts.get("max", value), (node["type"], name, value)
+
+
+def convert(host, definitions, path, demo_names=None):
+    prompt = wc.load_prompt(load(path), definitions)
+    if demo_names:
+        wc.use_demo_models(prompt, demo_names)
+    return prompt
+
+
+@pytest.mark.parametrize("path", ZIMAGE_WORKFLOWS, ids=lambda p: p.stem)
+def test_conversion_validates_with_demo_files(host, demo_models, definitions, path):
+    _, names = demo_models
+    prompt = convert(host, definitions, path, names)
+    outputs = host.validate(prompt)
+    assert sorted(outputs) == sorted(k for k, v in prompt.items() if v["class_type"] == "SaveImage")
+    assert all(v["class_type"] not in wc.VIRTUAL_TYPES for v in prompt.values())
+
+
+def test_sd_workflow_converts_and_validates(host, demo_models, definitions, sd_checkpoint):
+    prompt = convert(host, definitions, SD_WORKFLOW)
+    assert host.validate(prompt)
+    by_type = {v["class_type"]: v["inputs"] for v in prompt.values()}
+    assert by_type["ZImageNegativePrompt"]["target"] == "clip" and by_type["ZImageNegativePrompt"]["extra"] == "mustache"
+    assert by_type["ZImageCFGGuider"]["cfg"] == 7.0
+    assert by_type["RandomNoise"] == {"noise_seed": 7}  # the "fixed" companion is not an input
+
+
+def test_converted_turbo_prompt_keeps_the_wired_steps(host, definitions):
+    prompt = convert(host, definitions, WORKFLOW_DIR / "z_image_turbo_text_to_image.json")
+    (sampler_id,) = [k for k, v in prompt.items() if v["class_type"] == "ZImageTurboSampler"]
+    (loader_id,) = [k for k, v in prompt.items() if v["class_type"] == "ZImageLoader"]
+    inputs = prompt[sampler_id]["inputs"]
+    assert inputs["steps"] == [loader_id, 3]
+    assert inputs["seed"] == 42 and inputs["sampler_name"] == "euler" and inputs["shift"] == 3.0
+    assert "negative" not in inputs
+    assert prompt[sampler_id]["_meta"]["title"] == "Z-Image Turbo Sampler"
+
+
+def test_converted_comparison_feeds_one_seed_to_both_samplers(host, definitions):
+    prompt = convert(host, definitions, WORKFLOW_DIR / "z_image_base_vs_turbo.json")
+    by_type = {}
+    for v in prompt.values():
+        by_type.setdefault(v["class_type"], []).append(v["inputs"])
+    assert by_type["ZImageTurboSampler"][0]["seed"] == by_type["RandomNoise"][0]["noise_seed"] == 1234
+    assert by_type["ZImageTurboSampler"][0]["positive"] == by_type["ZImageCFGGuider"][0]["positive"]
+
+
+def saved(host, outputs):
+    out = Path(host.folder_paths.get_output_directory())
+    return [out / f["subfolder"] / f["filename"] for f in wc.saved_files(outputs) if f["type"] == "output"]
+
+
+@pytest.mark.parametrize("path", ZIMAGE_WORKFLOWS, ids=lambda p: p.stem)
+def test_zimage_workflow_runs_end_to_end_through_the_runner(host, demo_models, runner, path, capsys):
+    root, _ = demo_models
+    headless, convert_module = runner.load_pack()
+    data = load(path)
+    prompt = runner.prepare_prompt(host, convert_module, data, SMALL + FEWER_STEPS if "BasicScheduler" in json.dumps(data) else SMALL)
+    runner.setup_demo_weights(host, convert_module, prompt, data, str(root), validate_only=False)
+    runner.validate(host, convert_module, prompt, data, verbose=False)
+    written = runner.run_images(host, convert_module, prompt, count=1)
+    saves = [v for v in prompt.values() if v["class_type"] == "SaveImage"]
+    assert len(written) == len(saves)
+    for png in written:
+        assert png.is_file() and png.read_bytes()[:8] == PNG
+    assert any(event == "progress" for event, _ in host.server.events), "no sampler progress reached the runner"
+    printed = capsys.readouterr().out
+    assert "images made with them are noise" in printed.lower()
+
+
+def test_demo_weights_refuse_to_stand_in_for_other_loaders(host, demo_models, runner, definitions):
+    root, _ = demo_models
+    _, convert_module = runner.load_pack()
+    data = load(SD_WORKFLOW)
+    prompt = wc.load_prompt(data, definitions)
+    with pytest.raises(convert_module.ConversionError) as err:
+        runner.setup_demo_weights(host, convert_module, prompt, data, str(root), validate_only=False)
+    assert err.value.node_type == "CheckpointLoaderSimple" and "--validate-only" in str(err.value)
+
+
+def run_cli(*args, cwd=PACK_DIR, timeout=240):
+    env = {k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"}
+    return subprocess.run([sys.executable, str(RUNNER), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_cli_makes_two_demo_images(host, tmp_path):
+    from comfy_host import COMFYUI
+
+    out = tmp_path / "out"
+    proc = run_cli("example_workflows/z_image_turbo_text_to_image.json", "--comfyui", str(COMFYUI), "--demo-weights",
+                   "--set", "EmptySD3LatentImage.width=64", "--set", "EmptySD3LatentImage.height=64",
+                   "--count", "2", "--output", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 2 and all(p.read_bytes()[:8] == PNG for p in pngs)
+    assert "seed=42" in proc.stdout and "seed=43" in proc.stdout  # --count advances the seed
+    assert "2 file(s) written" in proc.stdout and "noise" in proc.stdout
+
+
+def test_cli_failure_names_the_node_and_exits_non_zero(host, demo_models, tmp_path):
+    from comfy_host import COMFYUI
+
+    root, _ = demo_models
+    proc = run_cli("example_workflows/z_image_turbo_text_to_image.json", "--comfyui", str(COMFYUI), "--demo-weights",
+                   "--demo-dir", str(root), "--set", "EmptySD3LatentImage.width=7", "--output", str(tmp_path))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "node 4 (EmptySD3LatentImage)" in proc.stderr and "width" in proc.stderr
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_cli_validates_the_sd_workflow_with_placeholders_only(host, demo_models, tmp_path):
+    from comfy_host import COMFYUI
+
+    root, _ = demo_models
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    for kind in ("diffusion_models", "text_encoders", "vae"):  # reuse the session's demo files
+        (demo / kind).mkdir()
+        for f in (root / kind).iterdir():
+            (demo / kind / f.name).symlink_to(f)
+    check = run_cli(str(SD_WORKFLOW), "--comfyui", str(COMFYUI), "--demo-weights", "--demo-dir", str(demo),
+                    "--validate-only", "--save-api", str(tmp_path / "api.json"))
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "valid:" in check.stdout
+    api = json.loads((tmp_path / "api.json").read_text())
+    assert {v["class_type"] for v in api.values()} >= {"CheckpointLoaderSimple", "ZImageCFGGuider", "ZImageNegativePrompt"}

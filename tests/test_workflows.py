@@ -1,0 +1,444 @@
+"""The example workflows are well-formed editor graphs, and the UI->API conversion behaves as the
+ComfyUI editor does. No ComfyUI needed: conversion runs on tables of node definitions."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from zimage_nodes import workflow_convert as wc
+
+PACK_DIR = Path(__file__).resolve().parent.parent
+WORKFLOW_DIR = PACK_DIR / "example_workflows"
+WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
+EXPECTED = {
+    "z_image_turbo_text_to_image.json", "z_image_base_negative_prompt.json", "z_image_base_vs_turbo.json",
+    "sd_negative_prompt_cfg.json",
+}
+PACK_NODES = {"ZImageLoader", "ZImageCFGGuider", "ZImageTurboSampler", "ZImageNegativePrompt"}
+CORE_NODES = {
+    "CLIPTextEncode", "EmptySD3LatentImage", "EmptyLatentImage", "VAEDecode", "SaveImage", "SamplerCustomAdvanced",
+    "RandomNoise", "KSamplerSelect", "BasicScheduler", "CheckpointLoaderSimple",
+}
+FRONTEND_NODES = {"MarkdownNote", "Note", "PrimitiveNode"}
+LOADERS = {"ZImageLoader", "CheckpointLoaderSimple"}
+MODEL_DIRECTORIES = {"diffusion_models", "text_encoders", "vae", "checkpoints"}
+OFFICIAL_URLS = {
+    "z_image_turbo_bf16.safetensors":
+        "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/diffusion_models/z_image_turbo_bf16.safetensors",
+    "qwen_3_4b.safetensors":
+        "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/text_encoders/qwen_3_4b.safetensors",
+    "ae.safetensors": "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/vae/ae.safetensors",
+    "Z-Image/": "https://huggingface.co/Tongyi-MAI/Z-Image",
+    "v1-5-pruned-emaonly-fp16.safetensors":
+        "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/v1-5-pruned-emaonly-fp16.safetensors",
+}
+
+
+def load(name):
+    return json.loads((WORKFLOW_DIR / name).read_text(encoding="utf-8"))
+
+
+def by_type(wf, node_type):
+    return [n for n in wf["nodes"] if n["type"] == node_type]
+
+
+def by_title(wf, title):
+    found = [n for n in wf["nodes"] if n.get("title") == title]
+    assert len(found) == 1, title
+    return found[0]
+
+
+def source_of(wf, node, input_name):
+    """(origin node, origin slot) wired into a node's input."""
+    inp = next(i for i in node["inputs"] if i["name"] == input_name)
+    assert inp["link"] is not None, f"{node['type']}.{input_name} is not wired"
+    link = next(l for l in wf["links"] if l[0] == inp["link"])
+    origin = next(n for n in wf["nodes"] if n["id"] == link[1])
+    return origin, link[2]
+
+
+def test_the_four_examples_are_there():
+    assert {p.name for p in WORKFLOWS} == EXPECTED
+
+
+@pytest.fixture(params=WORKFLOWS, ids=lambda p: p.stem)
+def workflow(request):
+    return json.loads(request.param.read_text(encoding="utf-8"))
+
+
+def test_graph_is_well_formed(workflow):
+    wf = workflow
+    assert wf["version"] == 0.4
+    for key in ("last_node_id", "last_link_id", "nodes", "links", "groups", "config", "extra"):
+        assert key in wf, key
+    ids = [n["id"] for n in wf["nodes"]]
+    assert len(ids) == len(set(ids)), "duplicate node ids"
+    assert all(isinstance(i, int) for i in ids)
+    assert wf["last_node_id"] >= max(ids)
+    link_ids = [l[0] for l in wf["links"]]
+    assert len(link_ids) == len(set(link_ids)), "duplicate link ids"
+    assert not link_ids or wf["last_link_id"] >= max(link_ids)
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    for node in wf["nodes"]:
+        for key in ("id", "type", "pos", "size", "flags", "order", "mode", "inputs", "outputs", "properties",
+                    "widgets_values"):
+            assert key in node, f"node {node['id']} lacks {key}"
+        assert node["mode"] == 0
+        assert len(node["pos"]) == 2 and len(node["size"]) == 2
+        if node["type"] not in FRONTEND_NODES:
+            assert node["properties"].get("Node name for S&R") == node["type"]
+        names = [i["name"] for i in node["inputs"]]
+        assert len(names) == len(set(names)), f"node {node['id']} has an input twice"
+        for slot, out in enumerate(node["outputs"]):
+            assert out.get("slot_index", slot) == slot
+    for link in wf["links"]:
+        assert len(link) == 6
+        link_id, src, src_slot, dst, dst_slot, link_type = link
+        assert src in nodes and dst in nodes, link
+        out = nodes[src]["outputs"][src_slot]
+        inp = nodes[dst]["inputs"][dst_slot]
+        assert link_id in (out["links"] or []), f"link {link_id} missing from node {src} output {src_slot}"
+        assert inp["link"] == link_id, f"link {link_id} is not what node {dst} input {dst_slot} names"
+        assert link_type == inp["type"] == out["type"], f"link {link_id}: {link_type} / {out['type']} -> {inp['type']}"
+    # every reference from a node names a link that points back at it
+    links = {l[0]: l for l in wf["links"]}
+    for node in wf["nodes"]:
+        for slot, inp in enumerate(node["inputs"]):
+            if inp["link"] is not None:
+                assert links[inp["link"]][3:5] == [node["id"], slot]
+        for slot, out in enumerate(node["outputs"]):
+            for link_id in out["links"] or []:
+                assert links[link_id][1:3] == [node["id"], slot]
+
+
+def test_execution_order_respects_links(workflow):
+    order = {n["id"]: n["order"] for n in workflow["nodes"]}
+    assert sorted(order.values()) == list(range(len(order)))
+    for _, src, _, dst, _, _ in workflow["links"]:
+        assert order[src] < order[dst]
+
+
+def test_node_types_are_core_or_ours(workflow):
+    allowed = CORE_NODES | PACK_NODES | FRONTEND_NODES
+    assert {n["type"] for n in workflow["nodes"]} <= allowed
+
+
+def test_wired_widgets_keep_their_value(workflow):
+    # The editor lists a wired widget among the inputs, with its name, and keeps its value.
+    for node in workflow["nodes"]:
+        for inp in node["inputs"]:
+            if "widget" in inp:
+                assert inp["widget"] == {"name": inp["name"]}
+                assert inp["link"] is not None
+                assert node["widgets_values"], node["type"]
+
+
+def test_loaders_say_where_their_models_come_from(workflow):
+    loaders = [n for n in workflow["nodes"] if n["type"] in LOADERS]
+    assert loaders
+    for node in loaders:
+        models = node["properties"].get("models")
+        assert models, f"node {node['id']} ({node['type']}) has no properties.models"
+        for model in models:
+            assert set(model) >= {"name", "url", "directory"}
+            assert model["directory"] in MODEL_DIRECTORIES
+            assert model["url"] == OFFICIAL_URLS[model["name"]], model
+            # The editor offers only the models its widgets actually name.
+            assert model["name"] in node["widgets_values"], model
+        if node["type"] == "ZImageLoader":
+            assert {m["directory"] for m in models} == {"diffusion_models", "text_encoders", "vae"}
+
+
+def test_each_graph_has_a_note_naming_its_models(workflow):
+    notes = [n for n in workflow["nodes"] if n["type"] in ("MarkdownNote", "Note")]
+    assert notes
+    text = "\n".join(str(v) for n in notes for v in n["widgets_values"])
+    for node in workflow["nodes"]:
+        for model in node["properties"].get("models") or []:
+            assert model["url"] in text, model["name"]
+
+
+# -- what each example is --------------------------------------------------------------------------
+
+
+def test_turbo_text_to_image():
+    wf = load("z_image_turbo_text_to_image.json")
+    (loader,) = by_type(wf, "ZImageLoader")
+    (sampler,) = by_type(wf, "ZImageTurboSampler")
+    (latent,) = by_type(wf, "EmptySD3LatentImage")
+    assert loader["widgets_values"][:3] == ["z_image_turbo_bf16.safetensors", "qwen_3_4b.safetensors", "ae.safetensors"]
+    assert latent["widgets_values"] == [1024, 1024, 1]
+    assert source_of(wf, sampler, "steps") == (loader, 3)
+    assert loader["outputs"][3]["name"] == "steps"
+    seed, control, steps, sampler_name, shift, denoise = sampler["widgets_values"]
+    assert control in ("fixed", "randomize") and steps == 8 and sampler_name == "euler" and shift == 3.0 and denoise == 1.0
+    assert source_of(wf, by_type(wf, "VAEDecode")[0], "samples")[0] is sampler
+    assert len(by_type(wf, "SaveImage")) == 1
+
+
+def test_base_with_negative_prompt():
+    wf = load("z_image_base_negative_prompt.json")
+    (loader,) = by_type(wf, "ZImageLoader")
+    assert loader["widgets_values"][3] == "base"
+    (neg_prompt,) = by_type(wf, "ZImageNegativePrompt")
+    assert neg_prompt["widgets_values"][0] == "zimage"
+    negative = by_title(wf, "Negative")
+    assert source_of(wf, negative, "text") == (neg_prompt, 0)
+    (guider,) = by_type(wf, "ZImageCFGGuider")
+    assert source_of(wf, guider, "negative")[0] is negative
+    assert source_of(wf, guider, "positive")[0] is by_title(wf, "Positive")
+    cfg, normalization, truncation = guider["widgets_values"]
+    assert 4.0 <= cfg <= 6.0 and truncation == 1.0
+    (sched,) = by_type(wf, "BasicScheduler")
+    assert sched["widgets_values"][0] == "simple" and sched["widgets_values"][2] == 1.0
+    assert 28 <= sched["widgets_values"][1] <= 50
+    (sca,) = by_type(wf, "SamplerCustomAdvanced")
+    assert source_of(wf, sca, "sigmas")[0] is sched
+    assert source_of(wf, sca, "noise")[0]["type"] == "RandomNoise"
+    assert source_of(wf, sca, "sampler")[0]["type"] == "KSamplerSelect"
+
+
+def test_base_vs_turbo_shares_prompt_and_seed():
+    wf = load("z_image_base_vs_turbo.json")
+    (turbo,) = by_type(wf, "ZImageTurboSampler")
+    (guider,) = by_type(wf, "ZImageCFGGuider")
+    (noise,) = by_type(wf, "RandomNoise")
+    assert source_of(wf, turbo, "positive") == source_of(wf, guider, "positive")
+    assert source_of(wf, turbo, "negative") == source_of(wf, guider, "negative")  # wired, ignored by Turbo
+    seed_turbo, seed_base = source_of(wf, turbo, "seed"), source_of(wf, noise, "noise_seed")
+    assert seed_turbo == seed_base and seed_turbo[0]["type"] == "PrimitiveNode"
+    assert turbo["widgets_values"][0] == noise["widgets_values"][0] == seed_turbo[0]["widgets_values"][0]
+    variants = sorted(n["widgets_values"][3] for n in by_type(wf, "ZImageLoader"))
+    assert variants == ["base", "turbo"]
+    prefixes = [n["widgets_values"][0] for n in by_type(wf, "SaveImage")]
+    assert len(prefixes) == 2 and len(set(prefixes)) == 2
+    titles = " ".join(g["title"] for g in wf["groups"]).lower()
+    assert len(wf["groups"]) >= 2 and "turbo" in titles and "base" in titles
+    for group in wf["groups"]:
+        assert len(group["bounding"]) == 4
+
+
+def test_sd_negative_prompt_with_cfg_guider():
+    wf = load("sd_negative_prompt_cfg.json")
+    (ckpt,) = by_type(wf, "CheckpointLoaderSimple")
+    assert ckpt["widgets_values"] == ["v1-5-pruned-emaonly-fp16.safetensors"]
+    assert by_title(wf, "Positive")["widgets_values"] == ["Portrait photo of a man."]
+    (neg_prompt,) = by_type(wf, "ZImageNegativePrompt")
+    assert neg_prompt["widgets_values"][0] == "clip" and neg_prompt["widgets_values"][-1] == "mustache"
+    assert source_of(wf, by_title(wf, "Negative"), "text") == (neg_prompt, 0)
+    (guider,) = by_type(wf, "ZImageCFGGuider")
+    assert 6.0 <= guider["widgets_values"][0] <= 8.0
+    assert by_type(wf, "EmptyLatentImage")[0]["widgets_values"] == [512, 512, 1]
+    assert source_of(wf, guider, "model") == (ckpt, 0)
+
+
+# -- conversion, on a table of definitions ---------------------------------------------------------
+
+DEFS = wc.TableDefinitions({
+    "Loader": {"required": {"name": (["a.safetensors", "b.safetensors"],)}},
+    "Encode": {"required": {"text": ("STRING", {"multiline": True}), "clip": ("CLIP",)}},
+    "Sampler": {"required": {
+        "model": ("MODEL",), "seed": ("INT", {"default": 0, "control_after_generate": True}),
+        "steps": ("INT", {"default": 20}), "cfg": ("FLOAT", {"default": 8.0}),
+        "sampler_name": (["euler", "heun"],), "positive": ("CONDITIONING",), "latent": ("LATENT",),
+    }, "optional": {"negative": ("CONDITIONING",)}},
+    "Noise": {"required": {"noise_seed": ("INT", {"default": 0})}},  # seed name: control widget implied
+    "Pick": {"required": {"choice": ("COMBO", {"options": ["x", "y"], "control_after_generate": True}),
+                          "image": (["p.png"], {"image_upload": True})}},
+    "Scale": {"required": {"latent": ("LATENT",), "factor": ("FLOAT", {"default": 1.0}),
+                           "count": ("INT", {"forceInput": True})}},
+    "Empty": {"required": {"width": ("INT", {"default": 512}), "height": ("INT", {"default": 512})}},
+    "Save": {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {"default": "ComfyUI"})}},
+}, {"Sampler": "My Sampler"})
+
+
+def node(id_, type_, inputs=(), outputs=(), widgets=(), mode=0, title=None):
+    n = {"id": id_, "type": type_, "mode": mode, "inputs": [dict(i) for i in inputs],
+         "outputs": [dict(o) for o in outputs], "widgets_values": list(widgets), "properties": {}}
+    if title:
+        n["title"] = title
+    return n
+
+
+def socket(name, type_, link=None, widget=False):
+    out = {"name": name, "type": type_, "link": link}
+    if widget:
+        out["widget"] = {"name": name}
+    return out
+
+
+def graph(nodes, links):
+    return {"last_node_id": 99, "last_link_id": 99, "nodes": nodes, "links": links, "version": 0.4}
+
+
+def sampler_graph(loader_mode=0, extra_nodes=(), extra_links=(), seed_link=None, model_link=1):
+    nodes = [
+        node(1, "Loader", outputs=[{"name": "MODEL", "type": "MODEL", "links": [1]}], widgets=["b.safetensors"],
+             mode=loader_mode),
+        node(2, "Sampler", inputs=[socket("model", "MODEL", model_link), socket("positive", "CONDITIONING"),
+                                   socket("latent", "LATENT"), socket("negative", "CONDITIONING")]
+             + ([socket("seed", "INT", seed_link, widget=True)] if seed_link else []),
+             outputs=[{"name": "LATENT", "type": "LATENT", "links": []}],
+             widgets=[5, "randomize", 12, 6.5, "heun"]),
+        node(3, "Note", widgets=["read me"]),
+        *extra_nodes,
+    ]
+    return graph(nodes, [[1, 1, 0, 2, 0, "MODEL"], *extra_links])
+
+
+def test_widget_values_skip_the_control_after_generate_companion():
+    api = wc.ui_to_api(sampler_graph(), DEFS)
+    assert set(api) == {"1", "2"}  # the note is dropped
+    assert api["2"]["class_type"] == "Sampler"
+    assert api["2"]["inputs"] == {"seed": 5, "steps": 12, "cfg": 6.5, "sampler_name": "heun", "model": ["1", 0]}
+    assert api["2"]["_meta"]["title"] == "My Sampler"
+    assert api["1"]["inputs"] == {"name": "b.safetensors"}
+
+
+def test_companion_counts_follow_the_editor():
+    assert wc.widget_value_count(DEFS.input_types("Sampler")) == 5  # seed + control, steps, cfg, sampler
+    assert wc.widget_value_count(DEFS.input_types("Noise")) == 2  # noise_seed gets a control by its name
+    assert wc.widget_value_count(DEFS.input_types("Pick")) == 5  # combo control + filter, upload button
+    assert wc.widget_value_count(DEFS.input_types("Scale")) == 1  # forceInput is a socket
+    assert [s[0] for s in wc.socket_list(DEFS.input_types("Sampler"))] == ["model", "positive", "latent", "negative"]
+    n = node(1, "Pick", widgets=["y", "increment", "", "p.png", "image"])
+    assert wc.ui_to_api(graph([n], []), DEFS)["1"]["inputs"] == {"choice": "y", "image": "p.png"}
+
+
+def test_wired_widget_takes_the_link_and_primitive_values_flow_in():
+    primitive = node(4, "PrimitiveNode", outputs=[{"name": "INT", "type": "INT", "links": [2], "widget": {"name": "seed"}}],
+                     widgets=[777, "fixed"])
+    wf = sampler_graph(extra_nodes=[primitive], extra_links=[[2, 4, 0, 2, 4, "INT"]], seed_link=2)
+    api = wc.ui_to_api(wf, DEFS)
+    assert api["2"]["inputs"]["seed"] == 777
+    assert "4" not in api
+
+
+def test_reroutes_are_followed_to_their_source():
+    reroute = node(5, "Reroute", inputs=[socket("", "*", 1)], outputs=[{"name": "", "type": "MODEL", "links": [3]}])
+    wf = sampler_graph(extra_nodes=[reroute], model_link=3)
+    wf["links"] = [[1, 1, 0, 5, 0, "*"], [3, 5, 0, 2, 0, "MODEL"]]
+    api = wc.ui_to_api(wf, DEFS)
+    assert api["2"]["inputs"]["model"] == ["1", 0]
+    assert "5" not in api
+
+
+def test_muted_nodes_drop_out_with_the_inputs_they_fed():
+    api = wc.ui_to_api(sampler_graph(loader_mode=2), DEFS)
+    assert set(api) == {"2"}
+    assert "model" not in api["2"]["inputs"]
+
+
+def test_bypassed_nodes_pass_their_matching_input_through():
+    nodes = [
+        node(1, "Empty", outputs=[{"name": "LATENT", "type": "LATENT", "links": [1]}], widgets=[64, 64]),
+        node(2, "Scale", inputs=[socket("latent", "LATENT", 1), socket("count", "INT")],
+             outputs=[{"name": "LATENT", "type": "LATENT", "links": [2]}], widgets=[2.0], mode=4),
+        node(3, "Sampler", inputs=[socket("model", "MODEL"), socket("positive", "CONDITIONING"), socket("latent", "LATENT", 2),
+                                   socket("negative", "CONDITIONING")],
+             outputs=[{"name": "LATENT", "type": "LATENT", "links": []}], widgets=[1, "fixed", 4, 1.0, "euler"]),
+    ]
+    api = wc.ui_to_api(graph(nodes, [[1, 1, 0, 2, 0, "LATENT"], [2, 2, 0, 3, 2, "LATENT"]]), DEFS)
+    assert set(api) == {"1", "3"}
+    assert api["3"]["inputs"]["latent"] == ["1", 0]
+
+
+def test_widget_value_count_mismatch_names_the_node():
+    wf = sampler_graph()
+    wf["nodes"][1]["widgets_values"] = [5, "randomize", 12, 6.5, "heun", "surplus"]
+    with pytest.raises(wc.ConversionError) as err:
+        wc.ui_to_api(wf, DEFS)
+    assert err.value.node_id == "2" and err.value.node_type == "Sampler"
+    assert "widgets_values has 6 entries" in str(err.value)
+
+
+def test_short_widget_values_fall_back_to_defaults_with_a_warning():
+    wf = sampler_graph()
+    wf["nodes"][1]["widgets_values"] = [5, "fixed", 12]
+    warnings = []
+    api = wc.ui_to_api(wf, DEFS, warnings)
+    assert api["2"]["inputs"]["cfg"] == 8.0 and api["2"]["inputs"]["sampler_name"] == "euler"
+    assert len(warnings) == 2
+
+
+def test_legacy_force_input_values_are_dropped():
+    n = node(1, "Scale", inputs=[socket("latent", "LATENT")], widgets=[2.0, 9])
+    assert wc.ui_to_api(graph([n], []), DEFS)["1"]["inputs"] == {"factor": 2.0}
+
+
+def test_unknown_types_and_subgraphs_are_refused_by_name():
+    with pytest.raises(wc.ConversionError, match="unknown node type") as err:
+        wc.ui_to_api(graph([node(7, "Mystery")], []), DEFS)
+    assert err.value.node_id == "7"
+    wf = graph([node(8, "1234-abcd")], [])
+    wf["definitions"] = {"subgraphs": [{"id": "1234-abcd"}]}
+    with pytest.raises(wc.ConversionError, match="subgraph"):
+        wc.ui_to_api(wf, DEFS)
+
+
+def test_api_prompts_pass_through_and_list_values_are_wrapped():
+    api = {"3": {"class_type": "Empty", "inputs": {"width": 8, "height": 8}}}
+    assert wc.load_prompt(api, DEFS) == api
+    assert wc.load_prompt({"prompt": api}, DEFS) == api
+    with pytest.raises(wc.ConversionError):
+        wc.load_prompt({"hello": 1}, DEFS)
+    n = node(1, "Empty", widgets=[[1, 2], 3])
+    assert wc.ui_to_api(graph([n], []), DEFS)["1"]["inputs"]["width"] == {"__value__": [1, 2]}
+
+
+def test_overrides_by_id_title_and_type():
+    api = wc.ui_to_api(sampler_graph(), DEFS)
+    api["1"]["_meta"]["title"] = "Positive"
+    assert wc.parse_override("Positive.text=a cat") == ("Positive", "text", "a cat")
+    assert wc.parse_override("4.seed=5") == ("4", "seed", 5)
+    assert wc.parse_override("My.Node.cfg=2.5") == ("My.Node", "cfg", 2.5)
+    assert wc.parse_override('x.flag=true') == ("x", "flag", True)
+    for bad in ("noequals", "nodot=3", ".x=1"):
+        with pytest.raises(ValueError):
+            wc.parse_override(bad)
+    assert wc.find_nodes(api, "2") == ["2"]
+    assert wc.find_nodes(api, "My Sampler") == ["2"]
+    assert wc.find_nodes(api, "Sampler") == ["2"]
+    assert wc.find_nodes(api, "positive") == ["1"]
+    wc.apply_overrides(api, [("My Sampler", "steps", 3), ("Sampler", "model", 7)], DEFS)
+    assert api["2"]["inputs"]["steps"] == 3 and api["2"]["inputs"]["model"] == 7
+    with pytest.raises(wc.ConversionError, match="no input 'stepz'"):
+        wc.apply_overrides(api, [("2", "stepz", 3)], DEFS)
+    with pytest.raises(wc.ConversionError, match="no node"):
+        wc.apply_overrides(api, [("Nobody", "steps", 3)], DEFS)
+
+
+def test_seed_offsets_advance_every_seed_and_wrap():
+    api = {"1": {"class_type": "A", "inputs": {"seed": 5}}, "2": {"class_type": "B", "inputs": {"noise_seed": wc.SEED_MAX}},
+           "3": {"class_type": "C", "inputs": {"seed": ["1", 0]}}}
+    out = wc.with_seed_offset(api, 2)
+    assert out["1"]["inputs"]["seed"] == 7 and out["2"]["inputs"]["noise_seed"] == 1
+    assert out["3"]["inputs"]["seed"] == ["1", 0]
+    assert api["1"]["inputs"]["seed"] == 5  # a copy
+
+
+def test_demo_models_replace_zimage_loader_files_by_variant():
+    names = {"turbo": "T.safetensors", "base": "B.safetensors", "text_encoder": "Q.safetensors", "vae": "V.safetensors"}
+    api = {
+        "1": {"class_type": "ZImageLoader", "inputs": {"diffusion_model": "z_image_turbo_bf16.safetensors", "variant": "auto"}},
+        "2": {"class_type": "ZImageLoader", "inputs": {"diffusion_model": "Z-Image/", "variant": "base"}},
+        "3": {"class_type": "ZImageLoader", "inputs": {"diffusion_model": "my_z_image_base.safetensors", "variant": "auto"}},
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd.safetensors"}},
+    }
+    assert len(wc.use_demo_models(api, names)) == 3
+    assert [api[k]["inputs"]["diffusion_model"] for k in "123"] == ["T.safetensors", "B.safetensors", "B.safetensors"]
+    assert api["1"]["inputs"]["text_encoder"] == "Q.safetensors" and api["2"]["inputs"]["vae"] == "V.safetensors"
+    assert wc.model_file_inputs(api) == [{"node_id": "4", "class_type": "CheckpointLoaderSimple", "input": "ckpt_name",
+                                          "name": "sd.safetensors", "directory": "checkpoints"}]
+
+
+def test_runner_keeps_the_pack_root_off_sys_path(monkeypatch):
+    spec = importlib.util.spec_from_file_location("zimage_run_workflow_hostfree", PACK_DIR / "scripts" / "run_workflow.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    monkeypatch.setattr(sys, "path", [str(PACK_DIR), str(PACK_DIR / "scripts"), "/somewhere/else"])
+    runner._keep_pack_root_off_sys_path()
+    assert sys.path == ["/somewhere/else"]
+    assert runner.build_parser().parse_args(["w.json", "--set", "a.b=1", "--set", "c.d=2", "--count", "3"]).overrides == ["a.b=1", "c.d=2"]
