@@ -110,7 +110,8 @@ def _from_filename(filename: str) -> Detection | None:
     for word in _TURBO_WORDS:
         if word in low:
             return Detection(TURBO, "filename", f"file name {name!r} contains {word!r}")
-    if "base" in low:
+    # "base" as a word of the name ("z_image_base", "zimage-base-v1"), not inside "database".
+    if re.search(r"(^|[^a-z])base([^a-z]|$)", low):
         return Detection(BASE, "filename", f"file name {name!r} contains 'base'")
     for word in _FAMILY_WORDS:
         if word in low:

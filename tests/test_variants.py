@@ -97,3 +97,8 @@ def test_default_is_turbo_and_says_how_to_choose(filename):
 def test_bad_choice_lists_valid_ones(choice):
     with pytest.raises(ValueError, match="auto, turbo, base"):
         detect_variant(choice, None, "z_image_turbo.safetensors")
+
+
+def test_base_must_be_a_word_of_the_file_name():
+    assert detect_variant("auto", None, "my_database_model.safetensors").source == "default"
+    assert detect_variant("auto", None, "zimage-base-v1.safetensors").variant is BASE
