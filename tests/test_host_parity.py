@@ -129,3 +129,27 @@ def test_guider_with_normalization_and_truncation_equals_diffusers_pipeline(host
     ours_raw = (ours - 0.1159) * 0.3611
     assert 0 < guider.calls["batched"] < steps  # truncation really switched guidance off late
     assert torch.allclose(ours_raw, reference, atol=1e-4, rtol=0), (ours_raw - reference).abs().max()
+
+
+def test_cfg_1_never_evaluates_the_negative_and_comfyui_cfg_hooks_still_run(host, loaded, pack_nodes, forward_spy):
+    model, clip, _, _ = loaded("base")
+    positive, negative = encode(host, clip, "a teapot"), encode(host, clip, "blurry")
+    lat = latent(host)
+    sigmas = call(host, "BasicScheduler", model=model, scheduler="simple", steps=4, denoise=1.0)[0]
+    seen = {"pre": [], "post": []}
+    patched = model.clone()
+    patched.set_model_sampler_pre_cfg_function(lambda args: (seen["pre"].append(args["cond_scale"]), args["conds_out"])[1])
+    patched.set_model_sampler_post_cfg_function(lambda args: (seen["post"].append(args["cond_scale"]), args["denoised"])[1])
+
+    guider = pack_nodes.guider.ZImageGuider(patched, 1.0, 0.0, 1.0)
+    guider.set_conds(positive, negative)
+    _custom_sample(host, patched, guider, sigmas, lat)
+    assert forward_spy == [1] * 4  # the positive alone, every step
+    assert seen == {"pre": [1.0] * 4, "post": [1.0] * 4}
+
+    forward_spy.clear()
+    guided = pack_nodes.guider.ZImageGuider(patched, 4.0, 0.0, 1.0)
+    guided.set_conds(positive, negative)
+    _custom_sample(host, patched, guided, sigmas, lat)
+    assert forward_spy == [2] * 4
+    assert seen["post"][4:] == [4.0] * 4
