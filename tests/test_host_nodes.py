@@ -95,15 +95,12 @@ def test_guided_graph_runs_positive_and_negative_as_one_batched_forward(host, de
 
 
 def test_guider_truncation_skips_the_negative_on_late_steps(host, demo_models, forward_spy):
-    from zimage_nodes.core.schedule import zimage_sigmas  # noqa: F401  (documents where the grid comes from)
-
     _, names = demo_models
     steps = 8
     host.run(guided_prompt(names, steps=steps, cfg=4.0, truncation=0.5))
     # Base shift 6, simple schedule: guided while 1 - sigma <= 0.5.
     import comfy.model_sampling
 
-    ms = comfy.model_sampling.ModelSamplingDiscreteFlow.__new__(comfy.model_sampling.ModelSamplingDiscreteFlow)
     sigmas = [float(comfy.model_sampling.time_snr_shift(6.0, 1 - i / steps)) for i in range(steps)]
     guided = sum(1 for s in sigmas if 1 - s <= 0.5)
     assert 0 < guided < steps
