@@ -1,0 +1,225 @@
+"""Section 5: the full-size Z-Image DiT on a GPU, seconds per image and peak memory.
+
+Random bf16 weights, built directly on the device (no file): ComfyUI's NextDiT through the
+ComfyUI model classes the Z-Image Loader uses, and diffusers' ZImageTransformer2DModel (built on
+the meta device, materialised on the GPU in bf16). Three paths per model:
+
+* ours:      ZImageTurboSampler (Turbo) / ZImageCFGGuider + SamplerCustomAdvanced (Base)
+* ComfyUI:   ModelSamplingAuraFlow(shift) + KSampler (cfg 1 / cfg 5, euler, simple)
+* diffusers: ZImagePipeline with the random transformer, prompt_embeds given, output_type="latent"
+
+Captions are random features of real-ish lengths (a long positive, a short negative). Text
+encoding and VAE decoding are left out of every path: the time is sampling only. Peak memory is
+torch.cuda.max_memory_allocated() over a run (PyTorch allocator; the CUDA context is extra), the
+weights included.
+
+`dry_run=True` runs the same code on the CPU with a tiny model, to check it without a GPU.
+"""
+from __future__ import annotations
+
+import gc
+
+import torch
+
+import bench_common as bc
+import bench_sampling as bs
+
+FULL = dict(dim=3840, n_layers=30, n_refiner_layers=2, n_heads=30, cap_feat_dim=2560)
+TINY = dict(dim=256, n_layers=1, n_refiner_layers=1, n_heads=2, cap_feat_dim=64)
+
+
+def _fill_random(module: torch.nn.Module, seed: int):
+    gen = torch.Generator(device=next(module.parameters()).device).manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.dim() == 1 and "norm" in name:
+                p.fill_(1.0)
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen, device=p.device, dtype=torch.float32).mul_(0.02).to(p.dtype))
+
+
+def comfy_model(size: dict, device, dtype=torch.bfloat16, seed: int = 0):
+    """ComfyUI ModelPatcher of a random Z-Image DiT built on `device` (as the loader builds it,
+    minus the file)."""
+    import comfy.model_patcher
+    import comfy.supported_models
+    from zimage_nodes import demo_weights
+
+    model_config = comfy.supported_models.ZImage(demo_weights.zimage_unet_config(**size))
+    model_config.set_inference_dtype(dtype, None)
+    model = model_config.get_model({}, "", device=device)
+    _fill_random(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
+
+
+def diffusers_transformer(size: dict, device, dtype=torch.bfloat16, seed: int = 0):
+    from diffusers import ZImageTransformer2DModel
+
+    with torch.device("meta"):
+        tr = ZImageTransformer2DModel(
+            dim=size["dim"], n_layers=size["n_layers"], n_refiner_layers=size["n_refiner_layers"],
+            n_heads=size["n_heads"], n_kv_heads=size["n_heads"], cap_feat_dim=size["cap_feat_dim"],
+            axes_dims=[32, 48, 48], axes_lens=[1536, 512, 512],
+        )
+    tr = tr.to(dtype=dtype).to_empty(device=device)
+    _fill_random(tr, seed)
+    return tr.eval()
+
+
+def _on_cuda() -> bool:
+    return bc.CUDA_SYNC
+
+
+def _peak_reset():
+    if _on_cuda():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak() -> int:
+    return torch.cuda.max_memory_allocated() if _on_cuda() else 0
+
+
+def _allocated() -> int:
+    return torch.cuda.memory_allocated() if _on_cuda() else 0
+
+
+def _free():
+    gc.collect()
+    if _on_cuda():
+        torch.cuda.empty_cache()
+
+
+def run(host, dry_run: bool = False, rounds: int = 3, seed: int = 42) -> dict:
+    import comfy.model_management as mm
+
+    device = mm.get_torch_device()
+    if dry_run:
+        size, side, turbo_steps, base_steps, pos_len, neg_len = TINY, 128, 2, 3, 40, 12
+    else:
+        size, side, turbo_steps, base_steps, pos_len, neg_len = FULL, 1024, 8, 50, 160, 40
+    latent_side = side // 8
+    cap = size["cap_feat_dim"]
+    pos = bs.caption(pos_len, cap, 1)
+    neg = bs.caption(neg_len, cap, 2)
+    latent = bs.empty_latent(latent_side)
+    cfg, base_shift, turbo_shift = 5.0, 6.0, 3.0
+    result = {"device": str(device), "size": size, "side": side, "turbo_steps": turbo_steps, "base_steps": base_steps,
+              "captions": [pos_len, neg_len], "cfg": cfg, "rows": []}
+
+    # --- ComfyUI: ours and native -----------------------------------------------------------
+    _free()
+    before = _allocated()
+    model = comfy_model(size, device)
+    result["weights_bytes"] = _allocated() - before
+    hm = bs.host_model_module(host)
+    base_model = hm.with_flow_shift(model, base_shift)
+    sampler = bs.call_node(host, "KSamplerSelect", sampler_name="euler")[0]
+    noise = bs.call_node(host, "RandomNoise", noise_seed=seed)[0]
+    base_sigmas = bs.call_node(host, "BasicScheduler", model=base_model, scheduler="simple", steps=base_steps, denoise=1.0)[0]
+    zero_neg = bs.zero_out(pos)
+
+    def turbo_ours():
+        return bs.call_node(host, "ZImageTurboSampler", model=model, positive=pos, latent_image=latent, seed=seed,
+                            steps=turbo_steps, sampler_name="euler", shift=turbo_shift, denoise=1.0)[0]
+
+    def turbo_native():
+        m = bs.call_node(host, "ModelSamplingAuraFlow", model=model, shift=turbo_shift)[0]
+        return bs.call_node(host, "KSampler", model=m, seed=seed, steps=turbo_steps, cfg=1.0, sampler_name="euler",
+                            scheduler="simple", positive=pos, negative=zero_neg, latent_image=latent, denoise=1.0)[0]
+
+    def base_ours():
+        g = bs.call_node(host, "ZImageCFGGuider", model=base_model, positive=pos, negative=neg, cfg=cfg,
+                         cfg_normalization=0.0, cfg_truncation=1.0)[0]
+        return bs.call_node(host, "SamplerCustomAdvanced", noise=noise, guider=g, sampler=sampler, sigmas=base_sigmas,
+                            latent_image=latent)[0]
+
+    def base_native():
+        m = bs.call_node(host, "ModelSamplingAuraFlow", model=model, shift=base_shift)[0]
+        return bs.call_node(host, "KSampler", model=m, seed=seed, steps=base_steps, cfg=cfg, sampler_name="euler",
+                            scheduler="simple", positive=pos, negative=neg, latent_image=latent, denoise=1.0)[0]
+
+    comfy_paths = {
+        ("Turbo", "ours: ZImageTurboSampler"): turbo_ours,
+        ("Turbo", "ComfyUI: ModelSamplingAuraFlow + KSampler"): turbo_native,
+        ("Base", "ours: ZImageCFGGuider + SamplerCustomAdvanced"): base_ours,
+        ("Base", "ComfyUI: ModelSamplingAuraFlow + KSampler"): base_native,
+    }
+    result["rows"] += _measure(comfy_paths, rounds, counter="comfy")
+    del model, base_model, comfy_paths
+    mm.unload_all_models()
+    _free()
+
+    # --- diffusers --------------------------------------------------------------------------
+    from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline
+
+    tr = diffusers_transformer(size, device)
+    dpos = [pos[0][0][0].to(device=device, dtype=torch.bfloat16)]
+    dneg = [neg[0][0][0].to(device=device, dtype=torch.bfloat16)]
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    dlatents = torch.randn(1, 16, latent_side, latent_side, generator=g).to(device)
+
+    def pipe_run(steps, guidance, shift):
+        def fn():
+            sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift, use_dynamic_shifting=False)
+            pipe = ZImagePipeline(scheduler=sched, vae=None, text_encoder=None, tokenizer=None, transformer=tr)
+            pipe.set_progress_bar_config(disable=True)
+            return pipe(prompt_embeds=dpos, negative_prompt_embeds=dneg, latents=dlatents.clone(), height=side, width=side,
+                        num_inference_steps=steps, guidance_scale=guidance, output_type="latent", return_dict=False)[0]
+        return fn
+
+    diffusers_paths = {
+        ("Turbo", "diffusers: ZImagePipeline (guidance 0)"): pipe_run(turbo_steps, 0.0, turbo_shift),
+        ("Base", "diffusers: ZImagePipeline (guidance 4 = cfg 5)"): pipe_run(base_steps, cfg - 1.0, base_shift),
+    }
+    result["rows"] += _measure(diffusers_paths, rounds, counter=("diffusers", tr))
+    del tr
+    _free()
+    return result
+
+
+class _DiffusersCounter:
+    def __init__(self, module):
+        self.module, self.batches = module, []
+
+    def __enter__(self):
+        def hook(mod, args):
+            x = args[0]
+            self.batches.append(len(x) if isinstance(x, (list, tuple)) else int(x.shape[0]))
+
+        self.handle = self.module.register_forward_pre_hook(hook)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+    def summary(self):
+        counts = {}
+        for b in self.batches:
+            counts[b] = counts.get(b, 0) + 1
+        desc = " + ".join(f"{n} x b{b}" for b, n in sorted(counts.items(), reverse=True)) or "0"
+        return {"calls": len(self.batches), "samples": sum(self.batches), "desc": desc, "batches": self.batches}
+
+
+def _measure(paths: dict, rounds: int, counter) -> list[dict]:
+    """Warm-up run of each (forwards counted, peak memory taken), then interleaved timed rounds
+    grouped by model so Turbo and Base paths alternate only with each other."""
+    rows = []
+    by_model = {}
+    for (model_name, label), fn in paths.items():
+        by_model.setdefault(model_name, {})[label] = fn
+    for model_name, fns in by_model.items():
+        counts, peaks = {}, {}
+        with bc.no_grad():
+            for label, fn in fns.items():
+                c = bc.ForwardCounter() if counter == "comfy" else _DiffusersCounter(counter[1])
+                _peak_reset()
+                with c:
+                    fn()
+                bc.sync()
+                peaks[label] = _peak()
+                counts[label] = c.summary()
+            times = bc.interleaved(fns, rounds, warmup=0)
+        for label in fns:
+            rows.append({"model": model_name, "path": label, "times": times[label], "median": bc.median(times[label]),
+                         "spread": bc.spread(times[label]), "peak": peaks[label], "counts": counts[label]})
+    return rows

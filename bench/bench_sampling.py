@@ -1,0 +1,154 @@
+"""Sections 1 and 2: the pack's sampling nodes against ComfyUI's own, on the same model, latent,
+noise and sigmas. Nodes are called the way ComfyUI's executor calls them (V3 `execute`, V1
+FUNCTION), without the executor's caching around them."""
+from __future__ import annotations
+
+import sys
+
+import torch
+
+import bench_common as bc
+
+
+def call_node(host, node_id: str, **inputs):
+    """Run one node (V3 or V1) and return its outputs as a tuple."""
+    from comfy_api.latest import io
+
+    cls = host.node_class(node_id)
+    if isinstance(cls, type) and issubclass(cls, io.ComfyNode):
+        return tuple(cls.execute(**inputs).args)
+    return tuple(getattr(cls(), cls.FUNCTION)(**inputs))
+
+
+def host_model_module(host):
+    pkg = bc.pack_module(host, "ZImageLoader").__name__.rsplit(".", 1)[0]
+    return sys.modules[pkg + ".host_model"]
+
+
+def build_model(host, size: dict, seed: int = 0, dtype: str = "default"):
+    """A random-weight Z-Image DiT as a ComfyUI ModelPatcher, built by the same function the
+    Z-Image Loader uses (no flow-shift patch: each path applies its own)."""
+    from zimage_nodes import demo_weights
+
+    hm = host_model_module(host)
+    sd = demo_weights.dit_state_dict(seed, **size)
+    return hm.build_zimage_model(sd, demo_weights.zimage_unet_config(**size), {}, dtype)
+
+
+def caption(length: int, width: int, seed: int, dtype=torch.float32):
+    """CONDITIONING holding one caption of `length` tokens (random features, text-encoder scale)."""
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, length, width, generator=g, dtype=torch.float32).to(dtype), {}]]
+
+
+def zero_out(cond):
+    return [[torch.zeros_like(c), dict(o)] for c, o in cond]
+
+
+def empty_latent(latent_side: int, batch: int = 1, device="cpu"):
+    return {"samples": torch.zeros(batch, 16, latent_side, latent_side, device=device)}
+
+
+def _max_diff(a, b) -> float:
+    return float((a.float() - b.float()).abs().max())
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Turbo
+
+
+def turbo(host, model, pos, latent, steps: int, rounds: int, seed: int = 42, shift: float = 3.0) -> dict:
+    """ZImageTurboSampler vs ModelSamplingAuraFlow(shift) + KSampler(cfg 1, euler, simple)."""
+    neg = zero_out(pos)  # the official template wires ConditioningZeroOut(positive) as negative
+    out = {}
+
+    def ours():
+        out["ours"] = call_node(
+            host, "ZImageTurboSampler", model=model, positive=pos, latent_image=latent, seed=seed, steps=steps,
+            sampler_name="euler", shift=shift, denoise=1.0,
+        )[0]["samples"]
+
+    def official():
+        m = call_node(host, "ModelSamplingAuraFlow", model=model, shift=shift)[0]
+        out["official"] = call_node(
+            host, "KSampler", model=m, seed=seed, steps=steps, cfg=1.0, sampler_name="euler", scheduler="simple",
+            positive=pos, negative=neg, latent_image=latent, denoise=1.0,
+        )[0]["samples"]
+
+    fns = {"official": official, "ours": ours}
+    counts = _count_calls(fns)
+    with bc.no_grad():
+        times = bc.interleaved(fns, rounds, warmup=0)  # _count_calls was the warm-up
+    return {
+        "times": times, "counts": counts, "steps": steps,
+        "max_diff": _max_diff(out["ours"], out["official"]),
+    }
+
+
+def _count_calls(fns: dict) -> dict:
+    """One untimed run of each, with NextDiT.forward counted (also serves as the warm-up)."""
+    counts = {}
+    with bc.no_grad():
+        for name, fn in fns.items():
+            with bc.ForwardCounter() as fc:
+                fn()
+            counts[name] = fc.summary()
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Guided base
+
+
+GUIDED_VARIANTS = [
+    # name, label, kind, truncation, batched
+    ("comfy", "ComfyUI CFGGuider", "comfy", 1.0, None),
+    ("ours", "ZImageCFGGuider", "node", 1.0, True),
+    ("ours_seq", "ZImageGuider batched=False", "class", 1.0, False),
+    ("ours_t09", "ZImageCFGGuider trunc 0.9", "node", 0.9, True),
+    ("ours_t05", "ZImageCFGGuider trunc 0.5", "node", 0.5, True),
+]
+
+
+def guided(host, model, pos, neg, latent, steps: int, cfg: float, rounds: int, seed: int = 42, shift: float = 6.0,
+           variants=GUIDED_VARIANTS) -> dict:
+    """Guiders through SamplerCustomAdvanced with the same noise, sigmas and sampler."""
+    hm = host_model_module(host)
+    guider_mod = bc.pack_module(host, "ZImageCFGGuider")
+    base = hm.with_flow_shift(model, shift)  # what the Z-Image Loader outputs for Base
+    sigmas = call_node(host, "BasicScheduler", model=base, scheduler="simple", steps=steps, denoise=1.0)[0]
+    sampler = call_node(host, "KSamplerSelect", sampler_name="euler")[0]
+    noise = call_node(host, "RandomNoise", noise_seed=seed)[0]
+    out, guiders = {}, {}
+
+    def make(name, kind, truncation, batched):
+        def run():
+            if kind == "comfy":
+                g = call_node(host, "CFGGuider", model=base, positive=pos, negative=neg, cfg=cfg)[0]
+            elif kind == "node":
+                g = call_node(
+                    host, "ZImageCFGGuider", model=base, positive=pos, negative=neg, cfg=cfg,
+                    cfg_normalization=0.0, cfg_truncation=truncation,
+                )[0]
+            else:
+                g = guider_mod.ZImageGuider(base, cfg, 0.0, truncation, batched=batched)
+                g.set_conds(pos, neg)
+            out[name] = call_node(
+                host, "SamplerCustomAdvanced", noise=noise, guider=g, sampler=sampler, sigmas=sigmas, latent_image=latent
+            )[0]["samples"]
+            guiders[name] = g
+
+        return run
+
+    fns = {name: make(name, kind, t, b) for name, _, kind, t, b in variants}
+    counts = _count_calls(fns)
+    with bc.no_grad():
+        times = bc.interleaved(fns, rounds, warmup=0)  # _count_calls was the warm-up
+    diffs = {n: _max_diff(out[n], out["comfy"]) for n in fns}
+    ref_scale = float(out["comfy"].float().abs().max())
+    guider_calls = {n: dict(getattr(g, "calls", {})) for n, g in guiders.items()}
+    return {
+        "times": times, "counts": counts, "steps": steps, "cfg": cfg, "shift": shift, "diffs": diffs,
+        "ref_scale": ref_scale, "labels": {n: lbl for n, lbl, *_ in variants}, "guider_calls": guider_calls,
+        "sigmas": [float(s) for s in sigmas],
+    }
