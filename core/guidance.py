@@ -44,8 +44,8 @@ def cfg_blend(pos: torch.Tensor, neg: torch.Tensor, cfg: float, normalization: f
     ``pos``/``neg`` are the model's predictions for the positive and negative caption, batch on
     dim 0. ``normalization`` is ``r`` (``True`` means 1.0, 0 means off): a sample whose guided
     prediction has L2 norm above ``r * ||pos||`` is rescaled to exactly that norm. Norms are taken
-    in fp32 (fp64 for fp64 inputs) over all non-batch dims, as the reference does; the result keeps
-    the inputs' dtype and device. ``cfg == 1`` returns ``pos`` itself: guidance is off, and the reference skips the
+    over all non-batch dims, accumulated in fp32 (fp64 for fp64 inputs) as the reference does (bf16
+    norms are rounded to bf16 once: 2**-9 relative); the result keeps the inputs' dtype and device. ``cfg == 1`` returns ``pos`` itself: guidance is off, and the reference skips the
     normalization too in that case.
     """
     cfg = _check_number("cfg", cfg)
@@ -75,15 +75,20 @@ def cfg_blend(pos: torch.Tensor, neg: torch.Tensor, cfg: float, normalization: f
 
     batch = pos.shape[0]
     bshape = (batch,) + (1,) * (pos.dim() - 1)
-    acc = torch.promote_types(pos.dtype, torch.float32)  # fp16 squares overflow past 256
-    pos_norm = torch.linalg.vector_norm(pos.reshape(batch, -1), dim=1, dtype=acc)
-    pred_norm = torch.linalg.vector_norm(pred.reshape(batch, -1), dim=1, dtype=acc)
+    acc = torch.promote_types(pos.dtype, torch.float32)
+    # fp16 norms overflow past 65504, so fp16 is converted to fp32 for the reduction. bf16 has
+    # fp32's range and reductions accumulate in fp32 internally: converting it first would only
+    # cost a full-size fp32 copy of both tensors.
+    cast = torch.float32 if pos.dtype == torch.float16 else None
+    pos_norm = torch.linalg.vector_norm(pos.reshape(batch, -1), dim=1, dtype=cast).to(acc)
+    pred_norm = torch.linalg.vector_norm(pred.reshape(batch, -1), dim=1, dtype=cast).to(acc)
     max_norm = pos_norm * r
     # where() instead of a Python `if`: the decision stays on the device. The clamp on the
     # denominator only keeps the unselected branch finite (pred_norm == 0 is never "too long").
     safe_norm = pred_norm.clamp_min(torch.finfo(acc).tiny)
     scale = torch.where(pred_norm > max_norm, max_norm / safe_norm, 1.0)
-    return (pred * scale.reshape(bshape)).to(pos.dtype)
+    # In place on the blend's own output: no second full-size tensor.
+    return pred.mul_(scale.reshape(bshape).to(pred.dtype))
 
 
 def _f32(x: float) -> float:
