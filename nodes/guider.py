@@ -218,7 +218,8 @@ class ZImageCFGGuider(io.ComfyNode):
                 io.Float.Input(
                     "cfg_truncation", default=1.0, min=0.0, max=1.0, step=0.01,
                     tooltip="Switch guidance off once 1 - sigma exceeds this, skipping the negative on late, low-noise "
-                    "steps (faster). 1.0 = never truncate.",
+                    "steps (faster). 1.0 = never truncate. At Base's shift 6 and 28 steps 1 - sigma never exceeds "
+                    "about 0.82, so only lower values take effect there.",
                 ),
             ],
             outputs=[io.Guider.Output(tooltip="Guider for SamplerCustomAdvanced.")],
