@@ -153,3 +153,38 @@ def test_cfg_1_never_evaluates_the_negative_and_comfyui_cfg_hooks_still_run(host
     _custom_sample(host, patched, guided, sigmas, lat)
     assert forward_spy == [2] * 4
     assert seen["post"][4:] == [4.0] * 4
+
+
+def test_turbo_sampler_stops_on_interrupt_like_ksampler(host, loaded, monkeypatch):
+    import comfy.ldm.lumina.model as lumina
+    import comfy.model_management as mm
+
+    model, clip, _, _ = loaded("turbo")
+    positive = encode(host, clip, "a lighthouse")
+    calls = []
+    original = lumina.NextDiT.forward
+
+    def interrupt_after_two(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            mm.interrupt_current_processing(True)  # what the UI's Cancel button does
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(lumina.NextDiT, "forward", interrupt_after_two)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            call(host, "ZImageTurboSampler", model=model, positive=positive, latent_image=latent(host),
+                 seed=1, steps=8, sampler_name="euler", shift=3.0, denoise=1.0)
+    finally:
+        mm.interrupt_current_processing(False)
+    assert len(calls) == 2
+
+
+def test_fp8_weight_dtype_loads_and_samples(host, demo_models):
+    _, names = demo_models
+    model, clip, _, steps, _ = call(host, "ZImageLoader", diffusion_model=names["turbo"], text_encoder=names["text_encoder"],
+                                    vae=names["vae"], variant="auto", weight_dtype="fp8_e4m3fn")
+    assert model.model.diffusion_model.layers[0].attention.qkv.weight.dtype == torch.float8_e4m3fn
+    out = call(host, "ZImageTurboSampler", model=model, positive=encode(host, clip, "a boat"), latent_image=latent(host),
+               seed=1, steps=2, sampler_name="euler", shift=3.0, denoise=1.0)[0]["samples"]
+    assert out.shape == (1, 16, 8, 8) and torch.isfinite(out).all()
