@@ -40,6 +40,8 @@ class ZImageGuider(comfy.samplers.CFGGuider):
         self.set_cfg(cfg)
         self.normalization = float(normalization)
         self.truncation = float(truncation)
+        # Steps run as one batched forward vs through ComfyUI's calc_cond_batch (which includes
+        # the steps where only the positive is evaluated).
         self.calls = {"batched": 0, "sequential": 0}
         self.fallback_reason: str | None = None
         self._host_sigmas: list[float] = []
@@ -110,8 +112,9 @@ class ZImageGuider(comfy.samplers.CFGGuider):
             return "negative not evaluated this step"
         if not self.batched:
             return "batching switched off"
-        if not isinstance(self.inner_model.diffusion_model, _nextdit_class()):
-            return "not a Z-Image model"
+        ok, reason = zimage_batched.can_batch(self.inner_model.diffusion_model, model_options.get("transformer_options", {}))
+        if not ok:
+            return reason
         if pe.get_all_wrappers(pe.WrappersMP.CALC_COND_BATCH, model_options, is_model_options=True):
             return "a calc_cond_batch wrapper is installed"
         for cond in conds:
@@ -122,8 +125,7 @@ class ZImageGuider(comfy.samplers.CFGGuider):
                 return "conditioning uses areas, masks, hooks, timestep ranges or control"
             if set(entry["model_conds"]) - {"c_crossattn", "num_tokens"}:
                 return "conditioning carries extra model inputs (e.g. an attention mask)"
-        ok, reason = zimage_batched.can_batch(self.inner_model.diffusion_model, model_options.get("transformer_options", {}))
-        return None if ok else reason
+        return None
 
     def calc_conds(self, conds, x, timestep, model_options):
         blocker = self.batch_blocker(conds, model_options)
@@ -174,20 +176,15 @@ def _batched_diffusion_model(captions):
         contexts = [c.to(device=device, dtype=dtype) for c in captions]
         options = dict(kwargs.get("transformer_options") or {})
         # This wrapper is the batched forward itself: the model below must not see it again.
-        options["wrappers"] = {
-            kind: {key: fns for key, fns in by_key.items() if key != _WRAPPER_KEY}
-            for kind, by_key in options.get("wrappers", {}).items()
-        }
-        options["wrappers"] = {kind: by_key for kind, by_key in options["wrappers"].items() if by_key}
+        wrappers = {}
+        for kind, by_key in options.get("wrappers", {}).items():
+            kept = {key: fns for key, fns in by_key.items() if key != _WRAPPER_KEY}
+            if kept:
+                wrappers[kind] = kept
+        options["wrappers"] = wrappers
         return zimage_batched.batched_forward(executor.class_obj, x, timesteps, contexts, options)
 
     return wrapper
-
-
-def _nextdit_class():
-    import comfy.ldm.lumina.model
-
-    return comfy.ldm.lumina.model.NextDiT
 
 
 class ZImageCFGGuider(io.ComfyNode):
