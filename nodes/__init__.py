@@ -4,9 +4,10 @@ from comfy_api.latest import ComfyExtension, io
 from .guider import ZImageCFGGuider
 from .loader import ZImageLoader
 from .negative_prompt import ZImageNegativePrompt
+from .scheduler import ZImageScheduler
 from .turbo_sampler import ZImageTurboSampler
 
-NODES = [ZImageLoader, ZImageCFGGuider, ZImageTurboSampler, ZImageNegativePrompt]
+NODES = [ZImageLoader, ZImageCFGGuider, ZImageTurboSampler, ZImageNegativePrompt, ZImageScheduler]
 
 
 class ZImageExtension(ComfyExtension):

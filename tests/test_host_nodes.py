@@ -6,7 +6,7 @@ import torch
 
 pytestmark = pytest.mark.host
 
-NODE_IDS = ["ZImageCFGGuider", "ZImageLoader", "ZImageNegativePrompt", "ZImageTurboSampler"]
+NODE_IDS = ["ZImageCFGGuider", "ZImageLoader", "ZImageNegativePrompt", "ZImageScheduler", "ZImageTurboSampler"]
 
 
 def loader_inputs(names, variant="auto", model=None):

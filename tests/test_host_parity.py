@@ -188,3 +188,33 @@ def test_fp8_weight_dtype_loads_and_samples(host, demo_models):
     out = call(host, "ZImageTurboSampler", model=model, positive=encode(host, clip, "a boat"), latent_image=latent(host),
                seed=1, steps=2, sampler_name="euler", shift=3.0, denoise=1.0)[0]["samples"]
     assert out.shape == (1, 16, 8, 8) and torch.isfinite(out).all()
+
+
+def test_scheduler_gives_the_reference_grid_where_comfyui_simple_does_not(host, loaded):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    model, _, _, _ = loaded("base")
+    reference = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=6.0, use_dynamic_shifting=False)
+    reference.set_timesteps(sigmas=torch.linspace(1.0, 1 / 28, 28).tolist())
+    ours = call(host, "ZImageScheduler", model=model, steps=28, denoise=1.0)[0]
+    simple = call(host, "BasicScheduler", model=model, scheduler="simple", steps=28, denoise=1.0)[0]
+    assert torch.equal(ours, reference.sigmas)
+    assert (simple - ours).abs().max() > 1e-3  # why the node exists
+    eight = call(host, "ZImageScheduler", model=model, steps=8, denoise=1.0)[0]
+    assert torch.allclose(eight, call(host, "BasicScheduler", model=model, scheduler="simple", steps=8, denoise=1.0)[0], atol=1e-6)
+    half = call(host, "ZImageScheduler", model=model, steps=4, denoise=0.5)[0]
+    assert torch.equal(half, call(host, "ZImageScheduler", model=model, steps=8, denoise=1.0)[0][-5:])
+
+
+def test_scheduler_refuses_a_model_without_flow_shift(host, loaded):
+    import comfy.model_sampling
+
+    model, _, _, _ = loaded("base")
+    eps = model.clone()
+
+    class EpsSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.EPS):
+        pass
+
+    eps.add_object_patch("model_sampling", EpsSampling(model.model.model_config))
+    with pytest.raises(ValueError, match="BasicScheduler"):
+        call(host, "ZImageScheduler", model=eps, steps=8, denoise=1.0)
