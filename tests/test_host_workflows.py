@@ -22,7 +22,7 @@ SD_WORKFLOW = WORKFLOW_DIR / "sd_negative_prompt_cfg.json"
 RUNNER = PACK_DIR / "scripts" / "run_workflow.py"
 PNG = b"\x89PNG\r\n\x1a\n"
 SMALL = [("EmptySD3LatentImage", "width", 64), ("EmptySD3LatentImage", "height", 64)]
-FEWER_STEPS = [("BasicScheduler", "steps", 3)]  # the Turbo sampler's steps stay wired to the loader (8)
+FEWER_STEPS = [("ZImageScheduler", "steps", 3)]  # the Turbo sampler's steps stay wired to the loader (8)
 
 
 def load(path):
@@ -177,7 +177,7 @@ def test_zimage_workflow_runs_end_to_end_through_the_runner(host, demo_models, r
     root, _ = demo_models
     headless, convert_module = runner.load_pack()
     data = load(path)
-    prompt = runner.prepare_prompt(host, convert_module, data, SMALL + FEWER_STEPS if "BasicScheduler" in json.dumps(data) else SMALL)
+    prompt = runner.prepare_prompt(host, convert_module, data, SMALL + FEWER_STEPS if "ZImageScheduler" in json.dumps(data) else SMALL)
     runner.setup_demo_weights(host, convert_module, prompt, data, str(root), validate_only=False)
     runner.validate(host, convert_module, prompt, data, verbose=False)
     written = runner.run_images(host, convert_module, prompt, count=1)

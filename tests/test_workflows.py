@@ -16,7 +16,7 @@ EXPECTED = {
     "z_image_turbo_text_to_image.json", "z_image_base_negative_prompt.json", "z_image_base_vs_turbo.json",
     "sd_negative_prompt_cfg.json",
 }
-PACK_NODES = {"ZImageLoader", "ZImageCFGGuider", "ZImageTurboSampler", "ZImageNegativePrompt"}
+PACK_NODES = {"ZImageLoader", "ZImageCFGGuider", "ZImageTurboSampler", "ZImageNegativePrompt", "ZImageScheduler"}
 CORE_NODES = {
     "CLIPTextEncode", "EmptySD3LatentImage", "EmptyLatentImage", "VAEDecode", "SaveImage", "SamplerCustomAdvanced",
     "RandomNoise", "KSamplerSelect", "BasicScheduler", "CheckpointLoaderSimple",
@@ -191,9 +191,9 @@ def test_base_with_negative_prompt():
     assert source_of(wf, guider, "positive")[0] is by_title(wf, "Positive")
     cfg, normalization, truncation = guider["widgets_values"]
     assert 4.0 <= cfg <= 6.0 and truncation == 1.0
-    (sched,) = by_type(wf, "BasicScheduler")
-    assert sched["widgets_values"][0] == "simple" and sched["widgets_values"][2] == 1.0
-    assert 28 <= sched["widgets_values"][1] <= 50
+    (sched,) = by_type(wf, "ZImageScheduler")
+    assert sched["widgets_values"][1] == 1.0
+    assert 28 <= sched["widgets_values"][0] <= 50
     (sca,) = by_type(wf, "SamplerCustomAdvanced")
     assert source_of(wf, sca, "sigmas")[0] is sched
     assert source_of(wf, sca, "noise")[0]["type"] == "RandomNoise"
