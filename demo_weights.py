@@ -39,22 +39,28 @@ def _randomise(module: torch.nn.Module, seed: int, scale: float = 0.05) -> dict:
     return {k: (torch.randn(v.shape, generator=gen) * scale).to(v.dtype) for k, v in sd.items()}
 
 
-def dit_state_dict(seed: int = 0, **size) -> dict:
+def dit_shapes(**size) -> dict:
+    """Key -> shape of ComfyUI's Z-Image NextDiT at this size, built on the meta device (no memory)."""
     import comfy.ldm.lumina.model
     import comfy.ops
 
     cfg = zimage_unet_config(**{**DIT, **size})
     cfg = {k: v for k, v in cfg.items() if k != "image_model"}
     model = comfy.ldm.lumina.model.NextDiT(**cfg, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def dit_state_dict(seed: int = 0, **size) -> dict:
     gen = torch.Generator().manual_seed(seed)
-    return {k: torch.randn(v.shape, generator=gen) * 0.05 for k, v in model.state_dict().items()}
+    return {k: torch.randn(shape, generator=gen) * 0.05 for k, shape in dit_shapes(**size).items()}
 
 
-def text_encoder_state_dict(seed: int = 1) -> dict:
+def text_encoder_state_dict(seed: int = 1, **size) -> dict:
     import comfy.ops
     import comfy.text_encoders.llama
 
-    model = comfy.text_encoders.llama.Qwen3_4B(dict(TEXT_ENCODER), dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init)
+    config = {**TEXT_ENCODER, **size}
+    model = comfy.text_encoders.llama.Qwen3_4B(config, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init)
     gen = torch.Generator().manual_seed(seed)
     out = {}
     for k, v in model.state_dict().items():
@@ -80,6 +86,31 @@ def flux_vae_state_dict(seed: int = 2, dtype=torch.bfloat16) -> dict:
         base = 1.0 if (".norm" in k and k.endswith(".weight")) else 0.0
         out[k] = (base + torch.randn(v.shape, generator=gen) * 0.02).to(dtype)
     return out
+
+
+def save_header_only(path, shapes: dict, dtype: str = "BF16", metadata: dict | None = None) -> int:
+    """A valid safetensors file whose data section is a hole: header written, file extended with
+    truncate(). Sparse on any common filesystem, so a 12 GB model costs no disk (for inspection
+    tests and benchmarks). Returns the size."""
+    import json
+    import math
+    import struct
+
+    bits = {"BF16": 16, "F16": 16, "F32": 32, "F8_E4M3": 8}[dtype]
+    header, offset = {}, 0
+    for name, shape in shapes.items():
+        size = math.prod(shape) * bits // 8
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    if metadata:
+        header["__metadata__"] = metadata
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        f.truncate(8 + len(raw) + offset)
+    return 8 + len(raw) + offset
 
 
 def save(path: Path, sd: dict, metadata: dict | None = None) -> Path:

@@ -9,8 +9,6 @@ written), i.e. the cost of parsing and classifying, not of a cold disk.
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import struct
 import time
@@ -25,29 +23,15 @@ SMALL = dict(dim=384, n_layers=1, n_refiner_layers=1, n_heads=3, cap_feat_dim=64
 
 
 def full_size_shapes() -> dict:
-    import comfy.ldm.lumina.model
-    import comfy.ops
     from zimage_nodes import demo_weights
 
-    cfg = {k: v for k, v in demo_weights.zimage_unet_config(**FULL).items() if k != "image_model"}
-    model = comfy.ldm.lumina.model.NextDiT(**cfg, dtype=torch.bfloat16, device="meta", operations=comfy.ops.disable_weight_init)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return demo_weights.dit_shapes(**FULL)
 
 
 def write_sparse(path: Path, shapes: dict, metadata: dict) -> int:
-    header, offset = {}, 0
-    for name, shape in shapes.items():
-        size = math.prod(shape) * 2  # BF16
-        header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    header["__metadata__"] = metadata
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        f.truncate(8 + len(raw) + offset)
-    return 8 + len(raw) + offset
+    from zimage_nodes import demo_weights
+
+    return demo_weights.save_header_only(path, shapes, "BF16", metadata)
 
 
 def write_small(path: Path) -> int:

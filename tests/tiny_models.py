@@ -58,27 +58,22 @@ def prefixed(shapes: dict, prefix: str) -> dict:
 
 
 def write_header_only(path, shapes: dict, dtype: str = "BF16", metadata: dict | None = None) -> int:
-    """A valid safetensors file whose data section is a hole: header written, file extended with
-    truncate(). Sparse on any common filesystem, so a 12 GB model costs no disk. Returns the size."""
-    import json
-    import math
-    import struct
+    from zimage_nodes.demo_weights import save_header_only
 
-    bits = {"BF16": 16, "F16": 16, "F32": 32, "F8_E4M3": 8}[dtype]
-    header, offset = {}, 0
-    for name, shape in shapes.items():
-        size = math.prod(shape) * bits // 8
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    if metadata:
-        header["__metadata__"] = metadata
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        f.truncate(8 + len(raw) + offset)
-    return 8 + len(raw) + offset
+    return save_header_only(path, shapes, dtype, metadata)
+
+
+def _block_shapes(b: str, dim: int, n_heads: int, n_kv_heads: int, hd: int, ffn: int) -> dict:
+    """One NextDiT transformer block (Z-Image and Lumina 2 share it), without its adaLN."""
+    return {
+        b + "attention.qkv.weight": ((n_heads + 2 * n_kv_heads) * hd, dim),
+        b + "attention.out.weight": (dim, n_heads * hd),
+        b + "attention.q_norm.weight": (hd,), b + "attention.k_norm.weight": (hd,),
+        b + "feed_forward.w1.weight": (ffn, dim), b + "feed_forward.w2.weight": (dim, ffn),
+        b + "feed_forward.w3.weight": (ffn, dim),
+        b + "attention_norm1.weight": (dim,), b + "ffn_norm1.weight": (dim,),
+        b + "attention_norm2.weight": (dim,), b + "ffn_norm2.weight": (dim,),
+    }
 
 
 def zimage_comfy_shapes(dim=256, n_layers=2, n_refiner_layers=1, n_heads=2, n_kv_heads=None, cap_feat_dim=64,
@@ -104,15 +99,7 @@ def zimage_comfy_shapes(dim=256, n_layers=2, n_refiner_layers=1, n_heads=2, n_kv
     blocks += [(f"context_refiner.{i}.", False) for i in range(n_refiner_layers)]
     blocks += [(f"layers.{i}.", True) for i in range(n_layers)]
     for b, mod in blocks:
-        sd.update({
-            b + "attention.qkv.weight": ((n_heads + 2 * n_kv_heads) * hd, dim),
-            b + "attention.out.weight": (dim, n_heads * hd),
-            b + "attention.q_norm.weight": (hd,), b + "attention.k_norm.weight": (hd,),
-            b + "feed_forward.w1.weight": (ffn, dim), b + "feed_forward.w2.weight": (dim, ffn),
-            b + "feed_forward.w3.weight": (ffn, dim),
-            b + "attention_norm1.weight": (dim,), b + "ffn_norm1.weight": (dim,),
-            b + "attention_norm2.weight": (dim,), b + "ffn_norm2.weight": (dim,),
-        })
+        sd.update(_block_shapes(b, dim, n_heads, n_kv_heads, hd, ffn))
         if mod:
             sd[b + "adaLN_modulation.0.weight"] = (4 * dim, ada)
             sd[b + "adaLN_modulation.0.bias"] = (4 * dim,)
@@ -134,15 +121,7 @@ def lumina2_comfy_shapes(dim=64, n_layers=1, n_heads=2, n_kv_heads=1, cap_feat_d
         "final_layer.adaLN_modulation.1.weight": (dim, t), "final_layer.adaLN_modulation.1.bias": (dim,),
     }
     for b, mod in [("noise_refiner.0.", True), ("context_refiner.0.", False)] + [(f"layers.{i}.", True) for i in range(n_layers)]:
-        sd.update({
-            b + "attention.qkv.weight": ((n_heads + 2 * n_kv_heads) * hd, dim),
-            b + "attention.out.weight": (dim, n_heads * hd),
-            b + "attention.q_norm.weight": (hd,), b + "attention.k_norm.weight": (hd,),
-            b + "feed_forward.w1.weight": (ffn, dim), b + "feed_forward.w2.weight": (dim, ffn),
-            b + "feed_forward.w3.weight": (ffn, dim),
-            b + "attention_norm1.weight": (dim,), b + "ffn_norm1.weight": (dim,),
-            b + "attention_norm2.weight": (dim,), b + "ffn_norm2.weight": (dim,),
-        })
+        sd.update(_block_shapes(b, dim, n_heads, n_kv_heads, hd, ffn))
         if mod:
             sd[b + "adaLN_modulation.1.weight"] = (4 * dim, t)
             sd[b + "adaLN_modulation.1.bias"] = (4 * dim,)
