@@ -17,6 +17,7 @@ SiLU + Linear (`adaLN_modulation.1`, input width min(dim, 1024)).
 
 This module is host-free: it never imports ComfyUI. Only json/struct/os are needed for reading.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,8 @@ import math
 import os
 import re
 import struct
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Union
 
 from . import keys as _keys
 
@@ -35,19 +36,41 @@ MAX_HEADER_BYTES = 100_000_000
 # Bits per element; sub-byte formats are packed. Unknown dtypes skip the size check rather than
 # reject a file written by a newer safetensors.
 DTYPE_BITS = {
-    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
-    "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8,
-    "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
-    "I32": 32, "U32": 32, "F32": 32,
-    "I64": 64, "U64": 64, "F64": 64, "C64": 64,
-    "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "F8_E8M0": 8,
+    "F8_E4M3FNUZ": 8,
+    "F8_E5M2FNUZ": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "I64": 64,
+    "U64": 64,
+    "F64": 64,
+    "C64": 64,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
 }
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
 
 KINDS = (
-    "zimage_dit", "qwen3_text_encoder", "flux_vae", "sd1_unet", "sdxl_unet",
-    "flux_dit", "lumina2_dit", "unknown",
+    "zimage_dit",
+    "qwen3_text_encoder",
+    "flux_vae",
+    "sd1_unet",
+    "sdxl_unet",
+    "flux_dit",
+    "lumina2_dit",
+    "unknown",
 )
 
 # The fixed part of ComfyUI's Z-Image unet_config (comfy/model_detection.py, the dim == 3840 branch).
@@ -188,7 +211,9 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, TensorInfo], dict[st
     if not os.path.exists(path):
         raise ModelNotFoundError(path, "no such file", "Check the path, or refresh the model list")
     if os.path.isdir(path):
-        raise NotSafetensorsError(path, "this is a folder", "Use inspect_model() for folders, or pick the .safetensors file inside")
+        raise NotSafetensorsError(
+            path, "this is a folder", "Use inspect_model() for folders, or pick the .safetensors file inside"
+        )
     if path.lower().endswith(PICKLE_SUFFIXES):
         # ComfyUI itself picks torch.load by extension, so even a safetensors body would be unpickled.
         raise _refuse_pickle(path, f"{os.path.splitext(path)[1]} extension")
@@ -207,12 +232,24 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, TensorInfo], dict[st
             if why:
                 raise _refuse_pickle(path, why)
             if head.startswith(b"GGUF"):
-                raise NotSafetensorsError(path, "this is a GGUF file, not safetensors", "Load GGUF models with a GGUF loader node (e.g. ComfyUI-GGUF), or use the .safetensors release")
+                raise NotSafetensorsError(
+                    path,
+                    "this is a GGUF file, not safetensors",
+                    "Load GGUF models with a GGUF loader node (e.g. ComfyUI-GGUF), or use the .safetensors release",
+                )
             if size < 8:
                 raise TruncatedHeaderError(path, f"only {size} bytes, too short for a safetensors header", _REDOWNLOAD)
-            raise NotSafetensorsError(path, f"not a safetensors file (no JSON header after the 8-byte length {n})", "Pick a .safetensors model file")
+            raise NotSafetensorsError(
+                path,
+                f"not a safetensors file (no JSON header after the 8-byte length {n})",
+                "Pick a .safetensors model file",
+            )
         if 8 + n > size:
-            raise TruncatedHeaderError(path, f"the header should be {n} bytes but the file has only {size - 8} after the length field", _REDOWNLOAD)
+            raise TruncatedHeaderError(
+                path,
+                f"the header should be {n} bytes but the file has only {size - 8} after the length field",
+                _REDOWNLOAD,
+            )
         raw = first + f.read(n - 1)
     try:
         header = json.loads(raw.decode("utf-8"))
@@ -253,14 +290,18 @@ def _parse_header(path: str, header) -> tuple[dict[str, TensorInfo], dict[str, s
         if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
             raise bad(f"tensor {name!r} has an invalid shape {shape!r}")
         if (
-            not isinstance(offsets, list) or len(offsets) != 2
-            or not all(isinstance(o, int) for o in offsets) or not 0 <= offsets[0] <= offsets[1]
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1]
         ):
             raise bad(f"tensor {name!r} has invalid data_offsets {offsets!r}")
         info = TensorInfo(dtype, tuple(shape), (offsets[0], offsets[1]), path)
         bits = DTYPE_BITS.get(dtype)
         if bits is not None and info.nbytes != (info.numel * bits + 7) // 8:
-            raise bad(f"tensor {name!r} ({dtype} {list(shape)}) spans {info.nbytes} bytes, expected {(info.numel * bits + 7) // 8}")
+            raise bad(
+                f"tensor {name!r} ({dtype} {list(shape)}) spans {info.nbytes} bytes, expected {(info.numel * bits + 7) // 8}"
+            )
         tensors[name] = info
         data_end = max(data_end, offsets[1])
     return tensors, metadata, data_end
@@ -299,7 +340,11 @@ def _read_index(index_path: str) -> tuple[list[str], dict[str, TensorInfo], dict
         shard_tensors, shard_meta = read_header(shard)
         for name, info in shard_tensors.items():
             if name in tensors:
-                raise InvalidIndexError(index_path, f"tensor {name!r} appears in both {os.path.basename(tensors[name].file)} and {shard_name}", _REDOWNLOAD)
+                raise InvalidIndexError(
+                    index_path,
+                    f"tensor {name!r} appears in both {os.path.basename(tensors[name].file)} and {shard_name}",
+                    _REDOWNLOAD,
+                )
             tensors[name] = info
         for k, v in shard_meta.items():
             metadata.setdefault(k, v)
@@ -349,10 +394,16 @@ def _resolve(path: str) -> tuple[list[str], str | None]:
         return [os.path.join(path, singles[0])], None
     pickles = [e for e in entries if e.lower().endswith(PICKLE_SUFFIXES)]
     if not indexes and not singles and pickles:
-        raise _refuse_pickle(os.path.join(path, pickles[0]), "the folder has only pickle weights: " + ", ".join(pickles[:4]))
+        raise _refuse_pickle(
+            os.path.join(path, pickles[0]), "the folder has only pickle weights: " + ", ".join(pickles[:4])
+        )
     if len(indexes) > 1 or len(singles) > 1:
         found = indexes if len(indexes) > 1 else singles
-        raise NoModelFilesError(path, "the folder holds several models (" + ", ".join(found[:6]) + ") and no single index", "Pick one file instead of the folder")
+        raise NoModelFilesError(
+            path,
+            "the folder holds several models (" + ", ".join(found[:6]) + ") and no single index",
+            "Pick one file instead of the folder",
+        )
     shown = ", ".join(entries[:8]) + (" ..." if len(entries) > 8 else "") if entries else "it is empty"
     raise NoModelFilesError(
         path,
@@ -396,15 +447,21 @@ class ZImageDiTConfig:
         """Why ComfyUI's Z-Image implementation could not hold these weights (empty if it can)."""
         problems = []
         if self.head_dim != sum(ZIMAGE_AXES_DIMS):
-            problems.append(f"head size {self.head_dim}: ComfyUI's rotary embedding for Z-Image needs {sum(ZIMAGE_AXES_DIMS)} (axes_dims {ZIMAGE_AXES_DIMS})")
+            problems.append(
+                f"head size {self.head_dim}: ComfyUI's rotary embedding for Z-Image needs {sum(ZIMAGE_AXES_DIMS)} (axes_dims {ZIMAGE_AXES_DIMS})"
+            )
         if self.n_heads * self.head_dim != self.dim:
             problems.append(f"{self.n_heads} heads of {self.head_dim} do not make the width {self.dim}")
         if self.patch_size != 2:
             problems.append(f"patch size {self.patch_size}: ComfyUI assumes 2")
         if self.ffn_hidden != self.comfy_ffn_hidden():
-            problems.append(f"FFN width {self.ffn_hidden}: ComfyUI builds {self.comfy_ffn_hidden()} at width {self.dim}")
+            problems.append(
+                f"FFN width {self.ffn_hidden}: ComfyUI builds {self.comfy_ffn_hidden()} at width {self.dim}"
+            )
         if self.t_embed_hidden != min(self.dim, 1024):
-            problems.append(f"timestep MLP width {self.t_embed_hidden}: ComfyUI builds {min(self.dim, 1024)} at width {self.dim}")
+            problems.append(
+                f"timestep MLP width {self.t_embed_hidden}: ComfyUI builds {min(self.dim, 1024)} at width {self.dim}"
+            )
         if self.adaln_dim != min(self.dim, 256):
             problems.append(f"adaLN input width {self.adaln_dim}: ComfyUI builds {min(self.dim, 256)}")
         return problems
@@ -469,19 +526,21 @@ class ZImageDiTConfig:
             shapes["cap_pad_token"] = (1, d)
 
         def block(prefix: str, modulated: bool) -> None:
-            shapes.update({
-                prefix + "attention.qkv.weight": (qkv_rows, d),
-                prefix + "attention.out.weight": (d, self.n_heads * hd),
-                prefix + "attention.q_norm.weight": (hd,),
-                prefix + "attention.k_norm.weight": (hd,),
-                prefix + "feed_forward.w1.weight": (ffn, d),
-                prefix + "feed_forward.w2.weight": (d, ffn),
-                prefix + "feed_forward.w3.weight": (ffn, d),
-                prefix + "attention_norm1.weight": (d,),
-                prefix + "ffn_norm1.weight": (d,),
-                prefix + "attention_norm2.weight": (d,),
-                prefix + "ffn_norm2.weight": (d,),
-            })
+            shapes.update(
+                {
+                    prefix + "attention.qkv.weight": (qkv_rows, d),
+                    prefix + "attention.out.weight": (d, self.n_heads * hd),
+                    prefix + "attention.q_norm.weight": (hd,),
+                    prefix + "attention.k_norm.weight": (hd,),
+                    prefix + "feed_forward.w1.weight": (ffn, d),
+                    prefix + "feed_forward.w2.weight": (d, ffn),
+                    prefix + "feed_forward.w3.weight": (ffn, d),
+                    prefix + "attention_norm1.weight": (d,),
+                    prefix + "ffn_norm1.weight": (d,),
+                    prefix + "attention_norm2.weight": (d,),
+                    prefix + "ffn_norm2.weight": (d,),
+                }
+            )
             if modulated:
                 shapes[prefix + "adaLN_modulation.0.weight"] = (4 * d, ada)
                 shapes[prefix + "adaLN_modulation.0.bias"] = (4 * d,)
@@ -512,7 +571,9 @@ class Qwen3Config:
         constructor fields (comfy/text_encoders/llama.py). head_dim is a class attribute there
         (fixed at 128, passing it would be a TypeError), so other head sizes are refused."""
         if self.head_dim != QWEN3_HEAD_DIM:
-            raise ComfyConfigError(f"head size {self.head_dim}: ComfyUI's Qwen3_4B text encoder fixes it at {QWEN3_HEAD_DIM}")
+            raise ComfyConfigError(
+                f"head size {self.head_dim}: ComfyUI's Qwen3_4B text encoder fixes it at {QWEN3_HEAD_DIM}"
+            )
         return {
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
@@ -552,7 +613,7 @@ class ModelInfo:
     prefix: str
     metadata: dict[str, str]
     tensors: dict[str, TensorInfo]
-    config: Union[ZImageDiTConfig, Qwen3Config, None] = None
+    config: ZImageDiTConfig | Qwen3Config | None = None
     params: int = 0
     components: dict[str, str] = field(default_factory=dict)
 
@@ -701,7 +762,15 @@ def _detect_vae(shapes: Shapes) -> list[_Match]:
             out.append(_Match("flux_vae", "a Flux VAE", _layout_for(p, base), p, 40))
         else:
             # Not a kind of its own: reported as unknown with words that say which VAE it is.
-            out.append(_Match("unknown", f"a {s[1]}-channel VAE (SD 1.x/SDXL style, not the 16-channel Flux VAE)", _layout_for(p, base), p, 10))
+            out.append(
+                _Match(
+                    "unknown",
+                    f"a {s[1]}-channel VAE (SD 1.x/SDXL style, not the 16-channel Flux VAE)",
+                    _layout_for(p, base),
+                    p,
+                    10,
+                )
+            )
     return out
 
 
@@ -719,7 +788,7 @@ def _bad_structure(path: str, what: str) -> ModelStructureError:
 
 
 def _zimage_config(path: str, shapes: Shapes, prefix: str, layout: str) -> ZImageDiTConfig:
-    s = {k[len(prefix):]: tuple(v) for k, v in shapes.items() if k.startswith(prefix)}
+    s = {k[len(prefix) :]: tuple(v) for k, v in shapes.items() if k.startswith(prefix)}
     if layout == "diffusers":
         try:
             s = _keys.diffusers_to_comfy_shapes(s)
@@ -741,21 +810,35 @@ def _zimage_config(path: str, shapes: Shapes, prefix: str, layout: str) -> ZImag
     t_hidden, _ = need("t_embedder.mlp.0.weight", 2)
     patch = 2  # both layouts fix it: diffusers names it ("all_x_embedder.2-1"), ComfyUI hardcodes it
     if x_out != dim or head_dim <= 0 or dim % head_dim or patch_in % (patch * patch):
-        raise _bad_structure(path, f"a Z-Image DiT with inconsistent widths (dim {dim}, x_embedder {x_out}x{patch_in}, head {head_dim})")
+        raise _bad_structure(
+            path, f"a Z-Image DiT with inconsistent widths (dim {dim}, x_embedder {x_out}x{patch_in}, head {head_dim})"
+        )
     n_heads = dim // head_dim
     kv2 = qkv_rows // head_dim - n_heads
     if qkv_rows % head_dim or kv2 <= 0 or kv2 % 2:
-        raise _bad_structure(path, f"a Z-Image DiT whose qkv ({qkv_rows} rows) does not fit {n_heads} heads of {head_dim}")
+        raise _bad_structure(
+            path, f"a Z-Image DiT whose qkv ({qkv_rows} rows) does not fit {n_heads} heads of {head_dim}"
+        )
     names = list(s)
     noise, context = _count_blocks(names, "noise_refiner."), _count_blocks(names, "context_refiner.")
     if noise != context:
         raise _bad_structure(path, f"a Z-Image DiT with {noise} noise-refiner but {context} context-refiner blocks")
     params = sum(math.prod(v) for v in s.values())
     return ZImageDiTConfig(
-        dim=dim, n_layers=_count_blocks(names, "layers."), n_refiner_layers=noise, n_heads=n_heads,
-        head_dim=head_dim, n_kv_heads=kv2 // 2, cap_feat_dim=cap, in_channels=patch_in // (patch * patch),
-        patch_size=patch, ffn_hidden=ffn_hidden, has_pad_tokens="cap_pad_token" in s,
-        t_embed_hidden=t_hidden, adaln_dim=adaln_dim, params=params,
+        dim=dim,
+        n_layers=_count_blocks(names, "layers."),
+        n_refiner_layers=noise,
+        n_heads=n_heads,
+        head_dim=head_dim,
+        n_kv_heads=kv2 // 2,
+        cap_feat_dim=cap,
+        in_channels=patch_in // (patch * patch),
+        patch_size=patch,
+        ffn_hidden=ffn_hidden,
+        has_pad_tokens="cap_pad_token" in s,
+        t_embed_hidden=t_hidden,
+        adaln_dim=adaln_dim,
+        params=params,
     )
 
 
@@ -774,12 +857,19 @@ def _qwen3_config(path: str, shapes: Shapes, prefix: str, layout: str) -> Qwen3C
     k_rows, _ = need("layers.0.self_attn.k_proj.weight", 2)
     inter, _ = need("layers.0.mlp.gate_proj.weight", 2)
     if q_rows % head_dim or k_rows % head_dim:
-        raise _bad_structure(path, f"a Qwen3 text encoder whose attention ({q_rows}/{k_rows} rows) does not fit heads of {head_dim}")
+        raise _bad_structure(
+            path, f"a Qwen3 text encoder whose attention ({q_rows}/{k_rows} rows) does not fit heads of {head_dim}"
+        )
     params = sum(math.prod(v) for k, v in shapes.items() if k.startswith(prefix))
     return Qwen3Config(
-        hidden_size=hidden, num_hidden_layers=_count_blocks(shapes, base + "layers."),
-        num_attention_heads=q_rows // head_dim, num_key_value_heads=k_rows // head_dim,
-        intermediate_size=inter, vocab_size=vocab, head_dim=head_dim, params=params,
+        hidden_size=hidden,
+        num_hidden_layers=_count_blocks(shapes, base + "layers."),
+        num_attention_heads=q_rows // head_dim,
+        num_key_value_heads=k_rows // head_dim,
+        intermediate_size=inter,
+        vocab_size=vocab,
+        head_dim=head_dim,
+        params=params,
     )
 
 
@@ -801,12 +891,21 @@ def inspect_model(path: str | os.PathLike) -> ModelInfo:
     if not matches:
         sample = ", ".join(list(tensors)[:3])
         return ModelInfo(
-            path=path, kind="unknown", description=f"an unrecognised model ({len(tensors)} tensors, e.g. {sample})" if tensors else "a safetensors file with no tensors",
-            layout=None, files=files, prefix="", metadata=metadata, tensors=tensors,
-            params=sum(v.numel for v in tensors.values()), components=components,
+            path=path,
+            kind="unknown",
+            description=f"an unrecognised model ({len(tensors)} tensors, e.g. {sample})"
+            if tensors
+            else "a safetensors file with no tensors",
+            layout=None,
+            files=files,
+            prefix="",
+            metadata=metadata,
+            tensors=tensors,
+            params=sum(v.numel for v in tensors.values()),
+            components=components,
         )
     main = matches[0]
-    config: Union[ZImageDiTConfig, Qwen3Config, None] = None
+    config: ZImageDiTConfig | Qwen3Config | None = None
     if main.kind == "zimage_dit":
         config = _zimage_config(path, shapes, main.prefix, main.layout)
     elif main.kind == "qwen3_text_encoder":
@@ -816,7 +915,15 @@ def inspect_model(path: str | os.PathLike) -> ModelInfo:
         description = "a Qwen3-4B text encoder"
     params = sum(v.numel for k, v in tensors.items() if k.startswith(main.prefix))
     return ModelInfo(
-        path=path, kind=main.kind, description=description, layout=main.layout, files=files,
-        prefix=main.prefix, metadata=metadata, tensors=tensors, config=config, params=params,
+        path=path,
+        kind=main.kind,
+        description=description,
+        layout=main.layout,
+        files=files,
+        prefix=main.prefix,
+        metadata=metadata,
+        tensors=tensors,
+        config=config,
+        params=params,
         components=components,
     )

@@ -18,6 +18,7 @@ One deliberate difference from the pipeline: diffusers treats ``guidance_scale <
 as "no guidance", ComfyUI blends with any ``cfg``. This module follows ComfyUI; only ``cfg == 1``
 means guidance is off.
 """
+
 from __future__ import annotations
 
 import math

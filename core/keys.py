@@ -23,9 +23,10 @@ can be saved or loaded without another copy).
 The name-only functions (`diffusers_to_comfy_names`, `comfy_to_diffusers_names`,
 `diffusers_to_comfy_shapes`) let inspection validate a file from its safetensors header alone.
 """
+
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 CHECKPOINT_PREFIX = "model.diffusion_model."
 
@@ -89,26 +90,26 @@ def _split_attention_key(name: str) -> tuple[str, str] | None:
 def _rename_d2c(name: str) -> str:
     for old, new in _MODULE_RENAMES_D2C:
         if name.startswith(old):
-            return new + name[len(old):]
+            return new + name[len(old) :]
     parts = _split_attention_key(name)
     if parts is not None:
         head, rest = parts
         for old, new in _ATTN_RENAMES_D2C:
             if rest.startswith(old):
-                return head + new + rest[len(old):]
+                return head + new + rest[len(old) :]
     return name
 
 
 def _rename_c2d(name: str) -> str:
     for new, old in _MODULE_RENAMES_D2C:
         if name.startswith(old):
-            return new + name[len(old):]
+            return new + name[len(old) :]
     parts = _split_attention_key(name)
     if parts is not None:
         head, rest = parts
         for new, old in _ATTN_RENAMES_D2C:
             if rest.startswith(old):
-                return head + new + rest[len(old):]
+                return head + new + rest[len(old) :]
     return name
 
 
@@ -120,7 +121,7 @@ def _qkv_part(name: str) -> tuple[str, str, str] | None:
     head, rest = parts
     for part in _QKV_PARTS:
         if rest.startswith(part + "."):
-            return head, part, rest[len(part) + 1:]
+            return head, part, rest[len(part) + 1 :]
     return None
 
 
@@ -177,7 +178,7 @@ def comfy_to_diffusers_names(names: Iterable[str]) -> dict[str, str | tuple[str,
         parts = _split_attention_key(name)
         if parts is not None and parts[1].startswith("qkv."):
             head, rest = parts
-            param = rest[len("qkv."):]
+            param = rest[len("qkv.") :]
             plan[name] = tuple(f"{head}{p}.{param}" for p in _QKV_PARTS)  # type: ignore[assignment]
         else:
             plan[name] = _rename_c2d(name)
@@ -230,7 +231,9 @@ def _qkv_sizes(sd: Mapping, name: str, rows: int, q_rows: int | None) -> list[in
             q_rows = int(out_w.shape[1])
     if q_rows is None:
         if rows % 3:
-            raise ValueError(f"{name!r}: {rows} rows cannot be split evenly into q, k, v and no out.weight gives the q width")
+            raise ValueError(
+                f"{name!r}: {rows} rows cannot be split evenly into q, k, v and no out.weight gives the q width"
+            )
         return [rows // 3] * 3
     kv = rows - q_rows
     if q_rows <= 0 or kv <= 0 or kv % 2:

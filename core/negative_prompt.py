@@ -10,17 +10,24 @@ honours), and strips emphasis syntax from the user's free text.
 A negative prompt only matters when it is evaluated: Z-Image-Turbo runs without CFG (cfg 1.0), so
 its negative prompt is never used; the base model (cfg 4-6) benefits from one.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Iterable, Mapping, Union
+from collections.abc import Iterable, Mapping
 
 # Priority order = dict order: earlier categories are the ones users most often want suppressed.
 CATEGORIES: dict[str, tuple[str, ...]] = {
     "quality": ("worst quality", "low quality", "blurry", "jpeg artifacts", "noise", "grainy"),
     "body": (
-        "deformed", "bad anatomy", "bad proportions", "extra limbs", "extra fingers",
-        "missing fingers", "fused fingers", "mutated hands",
+        "deformed",
+        "bad anatomy",
+        "bad proportions",
+        "extra limbs",
+        "extra fingers",
+        "missing fingers",
+        "fused fingers",
+        "mutated hands",
     ),
     "composition": ("cropped", "out of frame", "cut off", "bad framing", "duplicate"),
     "text": ("text", "watermark", "signature", "logo", "username"),
@@ -63,7 +70,7 @@ def _split_free_text(extra: str) -> list[str]:
     while i < len(extra):
         ch = extra[i]
         if ch == "\\" and i + 1 < len(extra) and extra[i + 1] in "()":
-            current.append(extra[i:i + 2])
+            current.append(extra[i : i + 2])
             i += 2
             continue
         if ch == "(":
@@ -84,7 +91,7 @@ def _dedupe_key(phrase: str) -> str:
     return " ".join(strip_emphasis(phrase).split()).casefold()
 
 
-def _enabled(categories: Union[Mapping[str, bool], Iterable[str], None]) -> list[str]:
+def _enabled(categories: Mapping[str, bool] | Iterable[str] | None) -> list[str]:
     if categories is None:
         names = list(DEFAULT_ENABLED)
     elif isinstance(categories, Mapping):
@@ -107,7 +114,7 @@ def _format_weighted(phrase: str, weight: float) -> str:
 
 
 def build_negative_prompt(
-    categories: Union[Mapping[str, bool], Iterable[str], None] = None,
+    categories: Mapping[str, bool] | Iterable[str] | None = None,
     extra: str = "",
     target: str = "zimage",
 ) -> str:

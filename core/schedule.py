@@ -14,6 +14,7 @@ up to 1.8e-3 (9 steps) / 1.7e-3 (28 steps) at shift 3 and 2.2e-3 (9, 28 steps) /
 (30 steps) at shift 6, i.e. differences in the third decimal. Base's default 28 steps is such a
 case, which is why this pack computes the grid itself.
 """
+
 from __future__ import annotations
 
 import math
@@ -58,4 +59,4 @@ def zimage_sigmas(steps: int, shift: float, denoise: float = 1.0) -> torch.Tenso
     if denoise <= 0.0:
         return torch.zeros(0, dtype=torch.float32)
     total = int(steps / denoise)
-    return _full_grid(total, shift)[-(steps + 1):]
+    return _full_grid(total, shift)[-(steps + 1) :]

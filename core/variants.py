@@ -4,6 +4,7 @@ Both variants share one architecture, so the weights' shapes cannot tell them ap
 is costly (Turbo sampled like Base burns 3.5x the steps, Base sampled like Turbo gives mush). So
 detection says where its answer came from, and the user can always override it.
 """
+
 from __future__ import annotations
 
 import re

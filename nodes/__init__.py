@@ -1,4 +1,5 @@
 """ComfyUI glue for Z-Image Nodes. Imported only by the pack's comfy_entrypoint, inside ComfyUI."""
+
 from comfy_api.latest import ComfyExtension, io
 
 from .guider import ZImageCFGGuider

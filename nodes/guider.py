@@ -1,15 +1,15 @@
 """ZImageCFGGuider: classifier-free guidance with Z-Image's normalization and truncation, for any
 ComfyUI model, with the positive and negative of a Z-Image model run as one batched forward."""
+
 from __future__ import annotations
 
 import logging
 import math
 
-import torch
-
 import comfy.patcher_extension as pe
 import comfy.samplers
 import comfy.utils
+import torch
 from comfy_api.latest import io, ui
 
 from ..core.guidance import cfg_blend, effective_cfg
@@ -47,7 +47,9 @@ class ZImageGuider(comfy.samplers.CFGGuider):
         self._host_sigmas: list[float] = []
         self._step = 0
 
-    def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False, seed=None):
+    def sample(
+        self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False, seed=None
+    ):
         self._host_sigmas = sigmas.detach().to("cpu", torch.float64).tolist()
         self._step = 0
 
@@ -72,22 +74,45 @@ class ZImageGuider(comfy.samplers.CFGGuider):
             negative = None
         conds = [positive, negative]
         if "sampler_calc_cond_batch_function" in model_options:
-            args = {"conds": conds, "input": x, "sigma": timestep, "model": self.inner_model, "model_options": model_options}
+            args = {
+                "conds": conds,
+                "input": x,
+                "sigma": timestep,
+                "model": self.inner_model,
+                "model_options": model_options,
+            }
             out = model_options["sampler_calc_cond_batch_function"](args)
         else:
             out = self.calc_conds(conds, x, timestep, model_options)
         for fn in model_options.get("sampler_pre_cfg_function", []):
-            args = {"conds": conds, "conds_out": out, "cond_scale": cfg, "timestep": timestep,
-                    "input": x, "sigma": timestep, "model": self.inner_model, "model_options": model_options}
+            args = {
+                "conds": conds,
+                "conds_out": out,
+                "cond_scale": cfg,
+                "timestep": timestep,
+                "input": x,
+                "sigma": timestep,
+                "model": self.inner_model,
+                "model_options": model_options,
+            }
             out = fn(args)
-        return self.blend(out[0], out[1] if negative is not None else None, cfg, x, timestep, model_options, positive, negative)
+        return self.blend(
+            out[0], out[1] if negative is not None else None, cfg, x, timestep, model_options, positive, negative
+        )
 
     def blend(self, cond_pred, uncond_pred, cfg, x, timestep, model_options, cond, uncond):
         if "sampler_cfg_function" in model_options:
             # A model patch (RescaleCFG and the like) owns the blend; ComfyUI's cfg_function applies it.
             return comfy.samplers.cfg_function(
-                self.inner_model, cond_pred, uncond_pred if uncond_pred is not None else torch.zeros_like(cond_pred),
-                cfg, x, timestep, model_options=model_options, cond=cond, uncond=uncond,
+                self.inner_model,
+                cond_pred,
+                uncond_pred if uncond_pred is not None else torch.zeros_like(cond_pred),
+                cfg,
+                x,
+                timestep,
+                model_options=model_options,
+                cond=cond,
+                uncond=uncond,
             )
         if uncond_pred is None:
             result = cond_pred
@@ -98,9 +123,18 @@ class ZImageGuider(comfy.samplers.CFGGuider):
         else:
             result = cfg_blend(cond_pred, uncond_pred, cfg)
         for fn in model_options.get("sampler_post_cfg_function", []):
-            args = {"denoised": result, "cond": cond, "uncond": uncond, "cond_scale": cfg, "model": self.inner_model,
-                    "uncond_denoised": uncond_pred, "cond_denoised": cond_pred, "sigma": timestep,
-                    "model_options": model_options, "input": x}
+            args = {
+                "denoised": result,
+                "cond": cond,
+                "uncond": uncond,
+                "cond_scale": cfg,
+                "model": self.inner_model,
+                "uncond_denoised": uncond_pred,
+                "cond_denoised": cond_pred,
+                "sigma": timestep,
+                "model_options": model_options,
+                "input": x,
+            }
             result = fn(args)
         return result
 
@@ -112,7 +146,9 @@ class ZImageGuider(comfy.samplers.CFGGuider):
             return "negative not evaluated this step"
         if not self.batched:
             return "batching switched off"
-        ok, reason = zimage_batched.can_batch(self.inner_model.diffusion_model, model_options.get("transformer_options", {}))
+        ok, reason = zimage_batched.can_batch(
+            self.inner_model.diffusion_model, model_options.get("transformer_options", {})
+        )
         if not ok:
             return reason
         if pe.get_all_wrappers(pe.WrappersMP.CALC_COND_BATCH, model_options, is_model_options=True):
@@ -152,7 +188,9 @@ class ZImageGuider(comfy.samplers.CFGGuider):
         transformer_options["cond_or_uncond"] = [0, 1]
         transformer_options["uuids"] = [conds[0][0].get("uuid"), conds[1][0].get("uuid")]
         transformer_options["sigmas"] = t_in
-        wrappers = {k: {kk: list(vv) for kk, vv in v.items()} for k, v in transformer_options.get("wrappers", {}).items()}
+        wrappers = {
+            k: {kk: list(vv) for kk, vv in v.items()} for k, v in transformer_options.get("wrappers", {}).items()
+        }
         wrappers.setdefault(pe.WrappersMP.DIFFUSION_MODEL, {})[_WRAPPER_KEY] = [_batched_diffusion_model(captions)]
         transformer_options["wrappers"] = wrappers
 
@@ -191,7 +229,7 @@ class ZImageCFGGuider(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="ZImageCFGGuider",
+            node_id="ZINodesCFGGuider",
             display_name="Z-Image CFG Guider",
             category="Z-Image",
             description=(
@@ -204,16 +242,29 @@ class ZImageCFGGuider(io.ComfyNode):
                 io.Conditioning.Input("positive", tooltip="What the image should show."),
                 io.Conditioning.Input("negative", tooltip="What to steer away from; it only acts where cfg > 1."),
                 io.Float.Input(
-                    "cfg", default=BASE.cfg, min=0.0, max=100.0, step=0.1, round=0.01,
+                    "cfg",
+                    default=BASE.cfg,
+                    min=0.0,
+                    max=100.0,
+                    step=0.1,
+                    round=0.01,
                     tooltip="Guidance scale, ComfyUI convention (= diffusers guidance_scale + 1). Z-Image base: 4-6. 1 turns guidance off.",
                 ),
                 io.Float.Input(
-                    "cfg_normalization", default=0.0, min=0.0, max=10.0, step=0.05,
+                    "cfg_normalization",
+                    default=0.0,
+                    min=0.0,
+                    max=10.0,
+                    step=0.05,
                     tooltip="Z-Image's CFG renormalisation: caps the guided prediction's norm at this multiple of the "
                     "positive's (per image). 0 = off (stylised work); 1.0 for realism.",
                 ),
                 io.Float.Input(
-                    "cfg_truncation", default=1.0, min=0.0, max=1.0, step=0.01,
+                    "cfg_truncation",
+                    default=1.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
                     tooltip="Switch guidance off once 1 - sigma exceeds this, skipping the negative on late, low-noise "
                     "steps (faster). 1.0 = never truncate. At Base's shift 6 and 28 steps 1 - sigma never exceeds "
                     "about 0.82, so only lower values take effect there.",

@@ -1,10 +1,9 @@
 """Turning inspected Z-Image files into ComfyUI objects (ModelPatcher, CLIP, VAE) with the host's
 own classes, and the small model patches the nodes share (flow shift, variant tag)."""
+
 from __future__ import annotations
 
 import logging
-
-import torch
 
 import comfy.model_management as mm
 import comfy.model_patcher
@@ -14,6 +13,7 @@ import comfy.supported_models
 import comfy.text_encoders.z_image
 import comfy.utils
 import folder_paths
+import torch
 from comfy.text_encoders.hunyuan_video import llama_detect
 
 from ..core import keys
@@ -64,7 +64,9 @@ def build_zimage_model(sd: dict, unet_config: dict, metadata: dict, weight_dtype
         model_config.quant_config = quant_config
         stored_dtype = None
     unet_dtype = options.get("dtype") or mm.unet_dtype(
-        model_params=parameters, supported_dtypes=list(model_config.supported_inference_dtypes), weight_dtype=stored_dtype
+        model_params=parameters,
+        supported_dtypes=list(model_config.supported_inference_dtypes),
+        weight_dtype=stored_dtype,
     )
     manual_cast = mm.unet_manual_cast(
         None if quant_config else unet_dtype, load_device, model_config.supported_inference_dtypes

@@ -1,4 +1,5 @@
 """ZImageLoader: diffusion model + Qwen3 text encoder + Flux VAE in one node, variant-aware."""
+
 from __future__ import annotations
 
 import logging
@@ -50,7 +51,7 @@ def model_choices() -> list[str]:
 
 def resolve_model_path(choice: str) -> str:
     if choice.startswith(CHECKPOINT_TAG):
-        return folder_paths.get_full_path_or_raise("checkpoints", choice[len(CHECKPOINT_TAG):])
+        return folder_paths.get_full_path_or_raise("checkpoints", choice[len(CHECKPOINT_TAG) :])
     if choice.endswith("/"):
         for root in folder_paths.get_folder_paths("diffusion_models"):
             full = os.path.join(root, choice.rstrip("/"))
@@ -71,7 +72,7 @@ class ZImageLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="ZImageLoader",
+            node_id="ZINodesLoader",
             display_name="Z-Image Loader",
             category="Z-Image",
             description=(
@@ -94,7 +95,9 @@ class ZImageLoader(io.ComfyNode):
                     tooltip="Qwen3 text encoder (qwen_3_4b.safetensors) from models/text_encoders.",
                 ),
                 io.Combo.Input(
-                    "vae", options=folder_paths.get_filename_list("vae"), tooltip="Flux VAE (ae.safetensors) from models/vae."
+                    "vae",
+                    options=folder_paths.get_filename_list("vae"),
+                    tooltip="Flux VAE (ae.safetensors) from models/vae.",
                 ),
                 io.Combo.Input(
                     "variant",

@@ -1,5 +1,6 @@
 """ZImageNegativePrompt: a negative prompt from standard phrase categories, written for the text
 encoder that will read it (emphasis for CLIP, plain phrases for Z-Image's Qwen3)."""
+
 from __future__ import annotations
 
 from comfy_api.latest import io
@@ -13,7 +14,7 @@ class ZImageNegativePrompt(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="ZImageNegativePrompt",
+            node_id="ZINodesNegativePrompt",
             display_name="Z-Image Negative Prompt",
             category="Z-Image",
             description=(
@@ -24,7 +25,9 @@ class ZImageNegativePrompt(io.ComfyNode):
             ),
             inputs=[
                 io.Combo.Input(
-                    "target", options=["zimage", "clip"], default="zimage",
+                    "target",
+                    options=["zimage", "clip"],
+                    default="zimage",
                     tooltip="zimage: plain phrases (Z-Image base). clip: weighted emphasis for CLIP text encoders (SD 1.x, SDXL).",
                 ),
                 *[
@@ -32,7 +35,9 @@ class ZImageNegativePrompt(io.ComfyNode):
                     for name in CATEGORIES
                 ],
                 io.String.Input(
-                    "extra", default="", multiline=True,
+                    "extra",
+                    default="",
+                    multiline=True,
                     tooltip="Your own phrases, appended last (e.g. 'mustache'). Emphasis is stripped for the zimage target.",
                 ),
             ],
@@ -41,4 +46,6 @@ class ZImageNegativePrompt(io.ComfyNode):
 
     @classmethod
     def execute(cls, target, extra, **enabled) -> io.NodeOutput:
-        return io.NodeOutput(build_negative_prompt({k: bool(v) for k, v in enabled.items()}, extra=extra, target=target))
+        return io.NodeOutput(
+            build_negative_prompt({k: bool(v) for k, v in enabled.items()}, extra=extra, target=target)
+        )

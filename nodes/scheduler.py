@@ -2,6 +2,7 @@
 
 ComfyUI's `simple` scheduler picks sigmas from a 1000-entry table, which lands on the reference
 grid only when 1000 is divisible by the step count (8 steps: yes; Base's 28: up to 2e-3 higher)."""
+
 from __future__ import annotations
 
 import math
@@ -17,7 +18,7 @@ class ZImageScheduler(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="ZImageScheduler",
+            node_id="ZINodesScheduler",
             display_name="Z-Image Scheduler",
             category="Z-Image",
             description=(
@@ -26,10 +27,16 @@ class ZImageScheduler(io.ComfyNode):
                 "every step count, e.g. Base's 28."
             ),
             inputs=[
-                io.Model.Input("model", tooltip="A Z-Image model; its flow shift (set by the Z-Image Loader) shapes the grid."),
+                io.Model.Input(
+                    "model", tooltip="A Z-Image model; its flow shift (set by the Z-Image Loader) shapes the grid."
+                ),
                 io.Int.Input("steps", default=BASE.steps, min=1, max=10000, tooltip="Number of sampling steps."),
                 io.Float.Input(
-                    "denoise", default=1.0, min=0.0, max=1.0, step=0.01,
+                    "denoise",
+                    default=1.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
                     tooltip="1.0 for text-to-image; lower keeps the tail of a longer schedule, as BasicScheduler does.",
                 ),
             ],

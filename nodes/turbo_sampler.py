@@ -5,6 +5,7 @@ It is KSampler at cfg 1 with the positive alone: the same noise, sigmas, sampler
 minus any chance of the negative being evaluated: the guider holds no negative at all, so even a
 model patch that disables ComfyUI's cfg-1 shortcut cannot add a second forward per step.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,7 +38,12 @@ class PositiveOnlyGuider(comfy.samplers.CFGGuider):
 def turbo_sigmas(model, steps: int, sampler_name: str, denoise: float):
     # KSampler's own sigma logic (denoise tail, samplers that discard the penultimate sigma).
     return comfy.samplers.KSampler(
-        model, steps=steps, device="cpu", sampler=sampler_name, scheduler="simple", denoise=denoise,
+        model,
+        steps=steps,
+        device="cpu",
+        sampler=sampler_name,
+        scheduler="simple",
+        denoise=denoise,
         model_options=model.model_options,
     ).sigmas
 
@@ -46,7 +52,7 @@ class ZImageTurboSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="ZImageTurboSampler",
+            node_id="ZINodesTurboSampler",
             display_name="Z-Image Turbo Sampler",
             category="Z-Image",
             description=(
@@ -57,25 +63,44 @@ class ZImageTurboSampler(io.ComfyNode):
                 io.Model.Input("model", tooltip="Z-Image-Turbo, e.g. from the Z-Image Loader."),
                 io.Conditioning.Input("positive", tooltip="What the image should show."),
                 io.Conditioning.Input(
-                    "negative", optional=True,
+                    "negative",
+                    optional=True,
                     tooltip="Accepted so existing graphs connect; never evaluated (Turbo runs at cfg 1).",
                 ),
-                io.Latent.Input("latent_image", tooltip="Empty latent (EmptySD3LatentImage) or an image latent with denoise < 1."),
+                io.Latent.Input(
+                    "latent_image", tooltip="Empty latent (EmptySD3LatentImage) or an image latent with denoise < 1."
+                ),
                 io.Int.Input(
-                    "seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                    "seed",
+                    default=0,
+                    min=0,
+                    max=0xFFFFFFFFFFFFFFFF,
+                    control_after_generate=True,
                     tooltip="Noise seed; same seed gives the same image as KSampler at cfg 1.",
                 ),
-                io.Int.Input("steps", default=TURBO.steps, min=1, max=100, tooltip="Model evaluations; Turbo is trained for 8."),
+                io.Int.Input(
+                    "steps", default=TURBO.steps, min=1, max=100, tooltip="Model evaluations; Turbo is trained for 8."
+                ),
                 io.Combo.Input(
-                    "sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler",
+                    "sampler_name",
+                    options=comfy.samplers.KSampler.SAMPLERS,
+                    default="euler",
                     tooltip="Any ComfyUI sampler; euler is what Turbo was distilled for.",
                 ),
                 io.Float.Input(
-                    "shift", default=TURBO.shift, min=0.0, max=100.0, step=0.01,
+                    "shift",
+                    default=TURBO.shift,
+                    min=0.0,
+                    max=100.0,
+                    step=0.01,
                     tooltip="Flow shift of the sigma schedule (Turbo 3.0). Higher spends more steps at high noise.",
                 ),
                 io.Float.Input(
-                    "denoise", default=1.0, min=0.0, max=1.0, step=0.01,
+                    "denoise",
+                    default=1.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
                     tooltip="1.0 for text-to-image; lower keeps more of the input latent (image-to-image).",
                 ),
             ],
@@ -83,7 +108,9 @@ class ZImageTurboSampler(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, positive, latent_image, seed, steps, sampler_name, shift, denoise, negative=None) -> io.NodeOutput:
+    def execute(
+        cls, model, positive, latent_image, seed, steps, sampler_name, shift, denoise, negative=None
+    ) -> io.NodeOutput:
         notes = []
         if negative is not None:
             log.warning("Z-Image Turbo Sampler: %s", NEGATIVE_IGNORED)
@@ -104,7 +131,10 @@ class ZImageTurboSampler(io.ComfyNode):
         guider = PositiveOnlyGuider(model)
         guider.set_conds(positive)
         samples = guider.sample(
-            noise, samples_in, comfy.samplers.sampler_object(sampler_name), sigmas,
+            noise,
+            samples_in,
+            comfy.samplers.sampler_object(sampler_name),
+            sigmas,
             denoise_mask=latent.get("noise_mask"),
             callback=latent_preview.prepare_callback(model, steps),
             disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,

@@ -46,6 +46,7 @@ ComfyUI's `Lumina2.extra_conds` does with it too.
 Written against ComfyUI v0.8.0's `comfy/ldm/lumina/model.py`. ComfyUI is imported lazily, so this
 module imports without a host.
 """
+
 from __future__ import annotations
 
 import torch
@@ -65,7 +66,9 @@ def _mask_is_trivial(mask) -> bool:
     return mask is None or bool((mask != 0).all())
 
 
-def can_batch(diffusion_model, transformer_options: dict | None = None, attention_masks: list | None = None) -> tuple[bool, str]:
+def can_batch(
+    diffusion_model, transformer_options: dict | None = None, attention_masks: list | None = None
+) -> tuple[bool, str]:
     """Whether `batched_forward` reproduces the per-sample ComfyUI forwards exactly.
 
     Returns (True, "") or (False, reason). Cheap: attribute and dict look-ups only (plus one
@@ -186,7 +189,7 @@ def batched_forward(
     cap = cap_emb.new_zeros((B, Lc, D))  # zeros beyond Lp_i: batch padding (masked)
     start = 0
     for i, (L, Lp) in enumerate(zip(cap_lens, cap_pad_lens)):
-        cap[i, :L] = cap_emb[start:start + L]
+        cap[i, :L] = cap_emb[start : start + L]
         cap[i, L:Lp] = cap_pad
         start += L
     same_caps = all(Lp == Lc for Lp in cap_pad_lens)
@@ -215,8 +218,18 @@ def batched_forward(
     cap_ids[:, :, 0] = torch.arange(Lc, dtype=torch.float32, device=device) + 1.0
     img_ids = torch.zeros((B, Ni, 3), dtype=torch.float32, device=device)
     img_ids[:, :n_img, 0] = torch.tensor(cap_pad_lens, dtype=torch.float32, device=device)[:, None] + 1
-    img_ids[:, :n_img, 1] = (torch.arange(H_tokens, dtype=torch.float32, device=device) * h_scale + h_start).view(-1, 1).repeat(1, W_tokens).flatten()
-    img_ids[:, :n_img, 2] = (torch.arange(W_tokens, dtype=torch.float32, device=device) * w_scale + w_start).view(1, -1).repeat(H_tokens, 1).flatten()
+    img_ids[:, :n_img, 1] = (
+        (torch.arange(H_tokens, dtype=torch.float32, device=device) * h_scale + h_start)
+        .view(-1, 1)
+        .repeat(1, W_tokens)
+        .flatten()
+    )
+    img_ids[:, :n_img, 2] = (
+        (torch.arange(W_tokens, dtype=torch.float32, device=device) * w_scale + w_start)
+        .view(1, -1)
+        .repeat(H_tokens, 1)
+        .flatten()
+    )
     freqs = dm.rope_embedder(torch.cat((cap_ids, img_ids), dim=1)).movedim(1, 2)  # [B, Lc+Ni, 1, ...]
     cap_freqs, img_freqs = freqs[:, :Lc], freqs[:, Lc:]
 

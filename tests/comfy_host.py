@@ -1,12 +1,13 @@
 """Host harness: finds a ComfyUI checkout, boots it in-process on the CPU and loads the pack through
 ComfyUI's own custom-node loader. Without a host, tests marked `host` are skipped with the reason,
 and the reason is printed in the run's header."""
+
 import sys
 
 import pytest
 
 zimage = sys.modules["zimage_nodes"]
-from zimage_nodes import headless  # noqa: E402
+from zimage_nodes.tools import headless  # noqa: E402
 
 COMFYUI, HOW = headless.find_comfyui()
 
@@ -37,7 +38,7 @@ def host(tmp_path_factory):
 @pytest.fixture(scope="session")
 def demo_models(host, tmp_path_factory):
     """Tiny random-weight Z-Image files (real key layouts) registered as ComfyUI model folders."""
-    from zimage_nodes import demo_weights
+    from zimage_nodes.tools import demo_weights
 
     root = tmp_path_factory.mktemp("models")
     names = demo_weights.write_demo_models(root)

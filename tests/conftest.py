@@ -3,6 +3,7 @@
 The pack root is never put on sys.path: its `nodes/` folder would shadow ComfyUI's top-level
 `nodes` module. It is loaded the way ComfyUI loads it, as a package from its `__init__.py`.
 """
+
 import importlib.util
 import sys
 from pathlib import Path

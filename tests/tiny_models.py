@@ -1,5 +1,6 @@
 """Tiny random-weight models with the real key layouts, built at test time (weights are never
 committed). Sizes follow ../shared/zimage-reference.md: head size = sum(axes_dims) = 128."""
+
 from __future__ import annotations
 
 import torch
@@ -58,7 +59,7 @@ def prefixed(shapes: dict, prefix: str) -> dict:
 
 
 def write_header_only(path, shapes: dict, dtype: str = "BF16", metadata: dict | None = None) -> int:
-    from zimage_nodes.demo_weights import save_header_only
+    from zimage_nodes.tools.demo_weights import save_header_only
 
     return save_header_only(path, shapes, dtype, metadata)
 
@@ -68,16 +69,28 @@ def _block_shapes(b: str, dim: int, n_heads: int, n_kv_heads: int, hd: int, ffn:
     return {
         b + "attention.qkv.weight": ((n_heads + 2 * n_kv_heads) * hd, dim),
         b + "attention.out.weight": (dim, n_heads * hd),
-        b + "attention.q_norm.weight": (hd,), b + "attention.k_norm.weight": (hd,),
-        b + "feed_forward.w1.weight": (ffn, dim), b + "feed_forward.w2.weight": (dim, ffn),
+        b + "attention.q_norm.weight": (hd,),
+        b + "attention.k_norm.weight": (hd,),
+        b + "feed_forward.w1.weight": (ffn, dim),
+        b + "feed_forward.w2.weight": (dim, ffn),
         b + "feed_forward.w3.weight": (ffn, dim),
-        b + "attention_norm1.weight": (dim,), b + "ffn_norm1.weight": (dim,),
-        b + "attention_norm2.weight": (dim,), b + "ffn_norm2.weight": (dim,),
+        b + "attention_norm1.weight": (dim,),
+        b + "ffn_norm1.weight": (dim,),
+        b + "attention_norm2.weight": (dim,),
+        b + "ffn_norm2.weight": (dim,),
     }
 
 
-def zimage_comfy_shapes(dim=256, n_layers=2, n_refiner_layers=1, n_heads=2, n_kv_heads=None, cap_feat_dim=64,
-                        in_channels=16, pad_tokens=True) -> dict:
+def zimage_comfy_shapes(
+    dim=256,
+    n_layers=2,
+    n_refiner_layers=1,
+    n_heads=2,
+    n_kv_heads=None,
+    cap_feat_dim=64,
+    in_channels=16,
+    pad_tokens=True,
+) -> dict:
     """ComfyUI-layout Z-Image DiT keys and shapes, written out from comfy/ldm/lumina/model.py
     (NextDiT with z_image_modulation), independently of core.checkpoint's own table."""
     n_kv_heads = n_kv_heads or n_heads
@@ -85,12 +98,19 @@ def zimage_comfy_shapes(dim=256, n_layers=2, n_refiner_layers=1, n_heads=2, n_kv
     ffn = 256 * ((int(8.0 / 3.0 * dim) + 255) // 256)
     t, ada, p = min(dim, 1024), min(dim, 256), 4 * in_channels
     sd = {
-        "x_embedder.weight": (dim, p), "x_embedder.bias": (dim,),
-        "t_embedder.mlp.0.weight": (t, 256), "t_embedder.mlp.0.bias": (t,),
-        "t_embedder.mlp.2.weight": (256, t), "t_embedder.mlp.2.bias": (256,),
-        "cap_embedder.0.weight": (cap_feat_dim,), "cap_embedder.1.weight": (dim, cap_feat_dim), "cap_embedder.1.bias": (dim,),
-        "final_layer.linear.weight": (p, dim), "final_layer.linear.bias": (p,),
-        "final_layer.adaLN_modulation.1.weight": (dim, ada), "final_layer.adaLN_modulation.1.bias": (dim,),
+        "x_embedder.weight": (dim, p),
+        "x_embedder.bias": (dim,),
+        "t_embedder.mlp.0.weight": (t, 256),
+        "t_embedder.mlp.0.bias": (t,),
+        "t_embedder.mlp.2.weight": (256, t),
+        "t_embedder.mlp.2.bias": (256,),
+        "cap_embedder.0.weight": (cap_feat_dim,),
+        "cap_embedder.1.weight": (dim, cap_feat_dim),
+        "cap_embedder.1.bias": (dim,),
+        "final_layer.linear.weight": (p, dim),
+        "final_layer.linear.bias": (p,),
+        "final_layer.adaLN_modulation.1.weight": (dim, ada),
+        "final_layer.adaLN_modulation.1.bias": (dim,),
     }
     if pad_tokens:
         sd["x_pad_token"] = (1, dim)
@@ -113,14 +133,23 @@ def lumina2_comfy_shapes(dim=64, n_layers=1, n_heads=2, n_kv_heads=1, cap_feat_d
     ffn = 256 * ((int(4.0 * dim) + 255) // 256)
     t, p = min(dim, 1024), 64
     sd = {
-        "x_embedder.weight": (dim, p), "x_embedder.bias": (dim,),
-        "t_embedder.mlp.0.weight": (t, 256), "t_embedder.mlp.0.bias": (t,),
-        "t_embedder.mlp.2.weight": (t, t), "t_embedder.mlp.2.bias": (t,),
-        "cap_embedder.0.weight": (cap_feat_dim,), "cap_embedder.1.weight": (dim, cap_feat_dim), "cap_embedder.1.bias": (dim,),
-        "final_layer.linear.weight": (p, dim), "final_layer.linear.bias": (p,),
-        "final_layer.adaLN_modulation.1.weight": (dim, t), "final_layer.adaLN_modulation.1.bias": (dim,),
+        "x_embedder.weight": (dim, p),
+        "x_embedder.bias": (dim,),
+        "t_embedder.mlp.0.weight": (t, 256),
+        "t_embedder.mlp.0.bias": (t,),
+        "t_embedder.mlp.2.weight": (t, t),
+        "t_embedder.mlp.2.bias": (t,),
+        "cap_embedder.0.weight": (cap_feat_dim,),
+        "cap_embedder.1.weight": (dim, cap_feat_dim),
+        "cap_embedder.1.bias": (dim,),
+        "final_layer.linear.weight": (p, dim),
+        "final_layer.linear.bias": (p,),
+        "final_layer.adaLN_modulation.1.weight": (dim, t),
+        "final_layer.adaLN_modulation.1.bias": (dim,),
     }
-    for b, mod in [("noise_refiner.0.", True), ("context_refiner.0.", False)] + [(f"layers.{i}.", True) for i in range(n_layers)]:
+    for b, mod in [("noise_refiner.0.", True), ("context_refiner.0.", False)] + [
+        (f"layers.{i}.", True) for i in range(n_layers)
+    ]:
         sd.update(_block_shapes(b, dim, n_heads, n_kv_heads, hd, ffn))
         if mod:
             sd[b + "adaLN_modulation.1.weight"] = (4 * dim, t)
@@ -132,30 +161,44 @@ def flux_dit_shapes(hidden=32, context=4096) -> dict:
     """BFL/ComfyUI-layout Flux DiT (comfy/ldm/flux): the keys ComfyUI's detection looks at."""
     h = hidden
     return {
-        "img_in.weight": (h, 64), "img_in.bias": (h,),
-        "txt_in.weight": (h, context), "txt_in.bias": (h,),
-        "time_in.in_layer.weight": (h, 256), "time_in.out_layer.weight": (h, h),
-        "vector_in.in_layer.weight": (h, 768), "vector_in.out_layer.weight": (h, h),
-        "guidance_in.in_layer.weight": (h, 256), "guidance_in.out_layer.weight": (h, h),
+        "img_in.weight": (h, 64),
+        "img_in.bias": (h,),
+        "txt_in.weight": (h, context),
+        "txt_in.bias": (h,),
+        "time_in.in_layer.weight": (h, 256),
+        "time_in.out_layer.weight": (h, h),
+        "vector_in.in_layer.weight": (h, 768),
+        "vector_in.out_layer.weight": (h, h),
+        "guidance_in.in_layer.weight": (h, 256),
+        "guidance_in.out_layer.weight": (h, h),
         "double_blocks.0.img_mod.lin.weight": (6 * h, h),
-        "double_blocks.0.img_attn.qkv.weight": (3 * h, h), "double_blocks.0.img_attn.qkv.bias": (3 * h,),
-        "double_blocks.0.img_attn.norm.query_norm.scale": (16,), "double_blocks.0.img_attn.norm.key_norm.scale": (16,),
+        "double_blocks.0.img_attn.qkv.weight": (3 * h, h),
+        "double_blocks.0.img_attn.qkv.bias": (3 * h,),
+        "double_blocks.0.img_attn.norm.query_norm.scale": (16,),
+        "double_blocks.0.img_attn.norm.key_norm.scale": (16,),
         "double_blocks.0.img_attn.proj.weight": (h, h),
         "double_blocks.0.txt_attn.qkv.weight": (3 * h, h),
-        "double_blocks.0.img_mlp.0.weight": (4 * h, h), "double_blocks.0.img_mlp.2.weight": (h, 4 * h),
-        "single_blocks.0.linear1.weight": (7 * h, h), "single_blocks.0.linear2.weight": (h, 5 * h),
-        "single_blocks.0.norm.query_norm.scale": (16,), "single_blocks.0.norm.key_norm.scale": (16,),
+        "double_blocks.0.img_mlp.0.weight": (4 * h, h),
+        "double_blocks.0.img_mlp.2.weight": (h, 4 * h),
+        "single_blocks.0.linear1.weight": (7 * h, h),
+        "single_blocks.0.linear2.weight": (h, 5 * h),
+        "single_blocks.0.norm.query_norm.scale": (16,),
+        "single_blocks.0.norm.key_norm.scale": (16,),
         "single_blocks.0.modulation.lin.weight": (3 * h, h),
-        "final_layer.linear.weight": (64, h), "final_layer.adaLN_modulation.1.weight": (2 * h, h),
+        "final_layer.linear.weight": (64, h),
+        "final_layer.adaLN_modulation.1.weight": (2 * h, h),
     }
 
 
 def _ldm_unet_shapes(context: int, adm: int | None, attn_block: str) -> dict:
     c = 8
     sd = {
-        "time_embed.0.weight": (4 * c, c), "time_embed.2.weight": (4 * c, 4 * c),
-        "input_blocks.0.0.weight": (c, 4, 3, 3), "input_blocks.0.0.bias": (c,),
-        "input_blocks.1.0.in_layers.0.weight": (c,), "input_blocks.1.0.out_layers.3.weight": (c, c, 3, 3),
+        "time_embed.0.weight": (4 * c, c),
+        "time_embed.2.weight": (4 * c, 4 * c),
+        "input_blocks.0.0.weight": (c, 4, 3, 3),
+        "input_blocks.0.0.bias": (c,),
+        "input_blocks.1.0.in_layers.0.weight": (c,),
+        "input_blocks.1.0.out_layers.3.weight": (c, c, 3, 3),
         "input_blocks.3.0.op.weight": (c, c, 3, 3),
         f"{attn_block}.1.proj_in.weight": (c, c),
         f"{attn_block}.1.transformer_blocks.0.attn1.to_q.weight": (c, c),
@@ -165,7 +208,8 @@ def _ldm_unet_shapes(context: int, adm: int | None, attn_block: str) -> dict:
         "middle_block.1.proj_in.weight": (c, c),
         "middle_block.1.transformer_blocks.0.attn2.to_k.weight": (c, context),
         "output_blocks.0.0.in_layers.0.weight": (2 * c,),
-        "out.0.weight": (c,), "out.2.weight": (4, c, 3, 3),
+        "out.0.weight": (c,),
+        "out.2.weight": (4, c, 3, 3),
     }
     if adm:
         sd["label_emb.0.0.weight"] = (4 * c, adm)
@@ -187,33 +231,41 @@ def diffusers_sdxl_unet_shapes() -> dict:
     """Diffusers UNet2DConditionModel names (SDXL: add_embedding, context 2048)."""
     c = 8
     return {
-        "conv_in.weight": (c, 4, 3, 3), "time_embedding.linear_1.weight": (4 * c, c),
+        "conv_in.weight": (c, 4, 3, 3),
+        "time_embedding.linear_1.weight": (4 * c, c),
         "add_embedding.linear_1.weight": (4 * c, 2816),
         "down_blocks.0.resnets.0.conv1.weight": (c, c, 3, 3),
         "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight": (c, 2048),
         "mid_block.resnets.0.conv1.weight": (c, c, 3, 3),
-        "up_blocks.0.resnets.0.conv1.weight": (c, 2 * c, 3, 3), "conv_out.weight": (4, c, 3, 3),
+        "up_blocks.0.resnets.0.conv1.weight": (c, 2 * c, 3, 3),
+        "conv_out.weight": (4, c, 3, 3),
     }
 
 
-def qwen3_te_shapes(hidden=64, n_layers=3, n_heads=2, n_kv_heads=1, intermediate=96, vocab=512, head_dim=128,
-                    lm_head=False) -> dict:
+def qwen3_te_shapes(
+    hidden=64, n_layers=3, n_heads=2, n_kv_heads=1, intermediate=96, vocab=512, head_dim=128, lm_head=False
+) -> dict:
     """Qwen3 text encoder in ComfyUI's layout (comfy/text_encoders/llama.py Qwen3_4B: model.embed_tokens,
     model.layers.N.{self_attn.{q,k,v,o}_proj, self_attn.{q,k}_norm, mlp.{gate,up,down}_proj,
     input_layernorm, post_attention_layernorm}, model.norm), which is also the HF Qwen3ForCausalLM layout."""
     sd = {"model.embed_tokens.weight": (vocab, hidden), "model.norm.weight": (hidden,)}
     for i in range(n_layers):
         b = f"model.layers.{i}."
-        sd.update({
-            b + "self_attn.q_proj.weight": (n_heads * head_dim, hidden),
-            b + "self_attn.k_proj.weight": (n_kv_heads * head_dim, hidden),
-            b + "self_attn.v_proj.weight": (n_kv_heads * head_dim, hidden),
-            b + "self_attn.o_proj.weight": (hidden, n_heads * head_dim),
-            b + "self_attn.q_norm.weight": (head_dim,), b + "self_attn.k_norm.weight": (head_dim,),
-            b + "mlp.gate_proj.weight": (intermediate, hidden), b + "mlp.up_proj.weight": (intermediate, hidden),
-            b + "mlp.down_proj.weight": (hidden, intermediate),
-            b + "input_layernorm.weight": (hidden,), b + "post_attention_layernorm.weight": (hidden,),
-        })
+        sd.update(
+            {
+                b + "self_attn.q_proj.weight": (n_heads * head_dim, hidden),
+                b + "self_attn.k_proj.weight": (n_kv_heads * head_dim, hidden),
+                b + "self_attn.v_proj.weight": (n_kv_heads * head_dim, hidden),
+                b + "self_attn.o_proj.weight": (hidden, n_heads * head_dim),
+                b + "self_attn.q_norm.weight": (head_dim,),
+                b + "self_attn.k_norm.weight": (head_dim,),
+                b + "mlp.gate_proj.weight": (intermediate, hidden),
+                b + "mlp.up_proj.weight": (intermediate, hidden),
+                b + "mlp.down_proj.weight": (hidden, intermediate),
+                b + "input_layernorm.weight": (hidden,),
+                b + "post_attention_layernorm.weight": (hidden,),
+            }
+        )
     if lm_head:
         sd["lm_head.weight"] = (vocab, hidden)
     return sd
@@ -223,14 +275,22 @@ def flux_vae_shapes(z_channels=16, ch=8) -> dict:
     """Flux VAE in the original/ComfyUI layout (comfy/ldm/modules/diffusionmodules/model.py
     Encoder/Decoder, no quant_conv): decoder.conv_in takes the 16 latent channels."""
     return {
-        "encoder.conv_in.weight": (ch, 3, 3, 3), "encoder.conv_in.bias": (ch,),
-        "encoder.down.0.block.0.conv1.weight": (ch, ch, 3, 3), "encoder.down.0.downsample.conv.weight": (ch, ch, 3, 3),
-        "encoder.mid.block_1.conv1.weight": (ch, ch, 3, 3), "encoder.mid.attn_1.q.weight": (ch, ch, 1, 1),
-        "encoder.norm_out.weight": (ch,), "encoder.conv_out.weight": (2 * z_channels, ch, 3, 3),
-        "decoder.conv_in.weight": (ch, z_channels, 3, 3), "decoder.conv_in.bias": (ch,),
-        "decoder.mid.block_1.conv1.weight": (ch, ch, 3, 3), "decoder.mid.attn_1.q.weight": (ch, ch, 1, 1),
-        "decoder.up.0.block.0.conv1.weight": (ch, ch, 3, 3), "decoder.up.1.upsample.conv.weight": (ch, ch, 3, 3),
-        "decoder.norm_out.weight": (ch,), "decoder.conv_out.weight": (3, ch, 3, 3),
+        "encoder.conv_in.weight": (ch, 3, 3, 3),
+        "encoder.conv_in.bias": (ch,),
+        "encoder.down.0.block.0.conv1.weight": (ch, ch, 3, 3),
+        "encoder.down.0.downsample.conv.weight": (ch, ch, 3, 3),
+        "encoder.mid.block_1.conv1.weight": (ch, ch, 3, 3),
+        "encoder.mid.attn_1.q.weight": (ch, ch, 1, 1),
+        "encoder.norm_out.weight": (ch,),
+        "encoder.conv_out.weight": (2 * z_channels, ch, 3, 3),
+        "decoder.conv_in.weight": (ch, z_channels, 3, 3),
+        "decoder.conv_in.bias": (ch,),
+        "decoder.mid.block_1.conv1.weight": (ch, ch, 3, 3),
+        "decoder.mid.attn_1.q.weight": (ch, ch, 1, 1),
+        "decoder.up.0.block.0.conv1.weight": (ch, ch, 3, 3),
+        "decoder.up.1.upsample.conv.weight": (ch, ch, 3, 3),
+        "decoder.norm_out.weight": (ch,),
+        "decoder.conv_out.weight": (3, ch, 3, 3),
     }
 
 
@@ -240,8 +300,15 @@ def diffusers_flux_vae(seed: int = 0, latent_channels: int = 16) -> dict:
 
     torch.manual_seed(seed)
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=latent_channels, block_out_channels=(8, 8),
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        norm_num_groups=4, layers_per_block=1, use_quant_conv=False, use_post_quant_conv=False,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=latent_channels,
+        block_out_channels=(8, 8),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=4,
+        layers_per_block=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
     )
     return vae.state_dict()

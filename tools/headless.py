@@ -4,6 +4,7 @@ Shared by the test harness and the workflow runner. Nothing here is imported by 
 loads the pack; it is the other way round: this module loads ComfyUI, then loads the pack through
 ComfyUI's own custom-node loader, exactly as a ComfyUI start-up would.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -14,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PACK_DIR = Path(__file__).resolve().parent
+PACK_DIR = Path(__file__).resolve().parent.parent
 
 
 def find_comfyui(explicit: str | os.PathLike | None = None) -> tuple[Path | None, str]:
@@ -99,10 +100,12 @@ class Host:
         if output_dir:
             folder_paths.set_output_directory(str(output_dir))
         import comfy.model_management  # noqa: F401
+        import execution
+
         # As in main.py: bind ComfyUI's `utils` package before `nodes` puts comfy/ (with its
         # utils.py) first on sys.path, or server-dependent core nodes fail to import.
         import utils.extra_config  # noqa: F401
-        import execution
+
         import nodes
 
         self.folder_paths = folder_paths

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run a ComfyUI workflow headless, with Z-Image Nodes loaded: no browser, no server.
 
-    python scripts/run_workflow.py WORKFLOW.json [--comfyui PATH] [--set NODE.input=value ...]
+    python tools/run_workflow.py WORKFLOW.json [--comfyui PATH] [--set NODE.input=value ...]
         [--count N] [--output DIR] [--demo-weights] [--validate-only] [--cpu]
 
 Run it with the Python of your ComfyUI environment. WORKFLOW.json is a workflow saved from the
@@ -24,6 +24,7 @@ ComfyUI is found as: --comfyui PATH, else $COMFYUI_PATH, else the ComfyUI this p
 Exit status: 0 done; 1 the workflow failed (conversion, validation or execution; the message names
 the node id and type); 2 usage or setup problem (file, ComfyUI not found, bad --set).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,8 @@ def load_pack():
         module = importlib.util.module_from_spec(spec)
         sys.modules[PACKAGE] = module
         spec.loader.exec_module(module)
-    headless = importlib.import_module(PACKAGE + ".headless")
-    convert = importlib.import_module(PACKAGE + ".workflow_convert")
+    headless = importlib.import_module(PACKAGE + ".tools.headless")
+    convert = importlib.import_module(PACKAGE + ".tools.workflow_convert")
     return headless, convert
 
 
@@ -98,15 +99,18 @@ class Progress:
             return
         self.seen = {}
         self.running = None
-        self.bar = tqdm(total=0, desc=f"image {index}/{count}", unit="step", leave=True, dynamic_ncols=True,
-                        file=sys.stderr)
+        self.bar = tqdm(
+            total=0, desc=f"image {index}/{count}", unit="step", leave=True, dynamic_ncols=True, file=sys.stderr
+        )
 
     def on_event(self, event: str, data):
         if self.bar is None or not isinstance(data, dict):
             return
         if event == "progress_state":
             # Which node runs now (ComfyUI sends "executing" only to a connected client).
-            running = [k for k, s in (data.get("nodes") or {}).items() if isinstance(s, dict) and s.get("state") == "running"]
+            running = [
+                k for k, s in (data.get("nodes") or {}).items() if isinstance(s, dict) and s.get("state") == "running"
+            ]
             if running and running[-1] != self.running:
                 self.running = running[-1]
                 self.bar.set_postfix_str(str(self.titles.get(str(self.running), self.running)), refresh=True)
@@ -233,9 +237,11 @@ def validate(host, convert, prompt: dict, data: dict, verbose: bool):
         if missing and convert.is_ui_workflow(data):
             models = [m for n in data["nodes"] for m in (n.get("properties") or {}).get("models") or []]
             if models:
-                err.hint = ("model files this workflow names (put them in ComfyUI/models/<directory>/), "
-                            "or try --demo-weights:\n" + "\n".join(
-                                f"  {m.get('directory')}/{m.get('name')}  {m.get('url')}" for m in models))
+                err.hint = (
+                    "model files this workflow names (put them in ComfyUI/models/<directory>/), "
+                    "or try --demo-weights:\n"
+                    + "\n".join(f"  {m.get('directory')}/{m.get('name')}  {m.get('url')}" for m in models)
+                )
         raise
     finally:
         logging.disable(logging.NOTSET)
@@ -244,14 +250,15 @@ def validate(host, convert, prompt: dict, data: dict, verbose: bool):
 def setup_demo_weights(host, convert, prompt: dict, data: dict, demo_dir: str | None, validate_only: bool):
     """Write and register the demo files, point the Z-Image Loaders at them. Other loaders' files
     cannot be stood in for: an error, or empty placeholders when only validating."""
-    demo_weights = importlib.import_module(PACKAGE + ".demo_weights")
+    demo_weights = importlib.import_module(PACKAGE + ".tools.demo_weights")
     others = convert.model_file_inputs(prompt, data)
     if others and not validate_only:
         lines = "\n".join(f"  node {o['node_id']} ({o['class_type']}).{o['input']} = {o['name']!r}" for o in others)
         raise convert.ConversionError(
             "--demo-weights only stands in for the files of Z-Image Loader nodes; this workflow also loads:\n"
             f"{lines}\nRun it with the real model files, or add --validate-only to check the graph without running it.",
-            others[0]["node_id"], others[0]["class_type"],
+            others[0]["node_id"],
+            others[0]["class_type"],
         )
     root = Path(demo_dir) if demo_dir else Path(tempfile.mkdtemp(prefix="zimage_demo_models_"))
     names = demo_weights.write_demo_models(root)
@@ -263,17 +270,23 @@ def setup_demo_weights(host, convert, prompt: dict, data: dict, demo_dir: str | 
         if not o["directory"]:
             raise convert.ConversionError(
                 f"cannot tell which models folder '{o['name']}' belongs in, so no placeholder can stand in for it",
-                o["node_id"], o["class_type"])
+                o["node_id"],
+                o["class_type"],
+            )
         placeholder = root / "placeholders" / o["directory"] / o["name"]
         placeholder.parent.mkdir(parents=True, exist_ok=True)
         placeholder.touch()
         host.add_model_folder(o["directory"], placeholder.parent)
-        print(f"node {o['node_id']} ({o['class_type']}): empty placeholder for {o['directory']}/{o['name']} "
-              "(validation only: it is never loaded)")
+        print(
+            f"node {o['node_id']} ({o['class_type']}): empty placeholder for {o['directory']}/{o['name']} "
+            "(validation only: it is never loaded)"
+        )
     if not any(e.get("class_type") == convert.ZIMAGE_LOADER for e in prompt.values()) and not others:
         print("note: no Z-Image Loader in this workflow; --demo-weights changes nothing")
-    print("DEMO WEIGHTS: tiny random-weight Z-Image files stand in for the real ones. Images made with them are "
-          "noise; this only shows that every node of the graph runs.")
+    print(
+        "DEMO WEIGHTS: tiny random-weight Z-Image files stand in for the real ones. Images made with them are "
+        "noise; this only shows that every node of the graph runs."
+    )
     return root, names
 
 
@@ -333,17 +346,28 @@ def build_parser() -> argparse.ArgumentParser:
         prog="run_workflow.py",
         description="Run a ComfyUI workflow (editor or API format) headless, with Z-Image Nodes loaded.",
         epilog="ComfyUI is found as: --comfyui, $COMFYUI_PATH, the ComfyUI this pack is installed in, "
-               "or ../ComfyUI beside the pack. Exit status: 0 done, 1 workflow failed, 2 usage/setup.",
+        "or ../ComfyUI beside the pack. Exit status: 0 done, 1 workflow failed, 2 usage/setup.",
     )
     parser.add_argument("workflow", help="workflow JSON: saved from the editor, or an API-format export")
     parser.add_argument("--comfyui", metavar="PATH", help="ComfyUI checkout (see the discovery rules below)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.input=value",
-                        help="set an input; NODE is an id, title or type; value as JSON if it parses (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NODE.input=value",
+        help="set an input; NODE is an id, title or type; value as JSON if it parses (repeatable)",
+    )
     parser.add_argument("--count", type=int, default=1, metavar="N", help="images to make, seeds +1 each (default 1)")
     parser.add_argument("--output", metavar="DIR", help="ComfyUI output directory (default: ComfyUI's own)")
-    parser.add_argument("--demo-weights", action="store_true",
-                        help="tiny random-weight Z-Image files instead of the real ones (images are noise)")
-    parser.add_argument("--demo-dir", metavar="DIR", help="where --demo-weights writes (and reuses) its files; default: a temp folder")
+    parser.add_argument(
+        "--demo-weights",
+        action="store_true",
+        help="tiny random-weight Z-Image files instead of the real ones (images are noise)",
+    )
+    parser.add_argument(
+        "--demo-dir", metavar="DIR", help="where --demo-weights writes (and reuses) its files; default: a temp folder"
+    )
     parser.add_argument("--validate-only", action="store_true", help="convert and validate, do not execute")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is available")
     parser.add_argument("--save-api", metavar="FILE", help="also write the API-format prompt that is run")

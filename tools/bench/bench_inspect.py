@@ -7,6 +7,7 @@ to the size the header promises, so it is sparse: gigabytes long, a few kilobyte
 Times are medians over repeated calls with the file in the page cache (both files were just
 written), i.e. the cost of parsing and classifying, not of a cold disk.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,28 +15,27 @@ import struct
 import time
 from pathlib import Path
 
-import torch
-
 import bench_common as bc
+import torch
 
 FULL = dict(dim=3840, n_layers=30, n_refiner_layers=2, n_heads=30, cap_feat_dim=2560)
 SMALL = dict(dim=384, n_layers=1, n_refiner_layers=1, n_heads=3, cap_feat_dim=64)  # ~11 MB in bf16
 
 
 def full_size_shapes() -> dict:
-    from zimage_nodes import demo_weights
+    from zimage_nodes.tools import demo_weights
 
     return demo_weights.dit_shapes(**FULL)
 
 
 def write_sparse(path: Path, shapes: dict, metadata: dict) -> int:
-    from zimage_nodes import demo_weights
+    from zimage_nodes.tools import demo_weights
 
     return demo_weights.save_header_only(path, shapes, "BF16", metadata)
 
 
 def write_small(path: Path) -> int:
-    from zimage_nodes import demo_weights
+    from zimage_nodes.tools import demo_weights
 
     sd = {k: v.to(torch.bfloat16) for k, v in demo_weights.dit_state_dict(3, **SMALL).items()}
     demo_weights.save(path, sd, {"modelspec.title": "Z-Image benchmark file"})
@@ -55,7 +55,7 @@ def run(inspect_model, workdir: Path, reps: int = 30) -> list[dict]:
         first[n] = (time.perf_counter() - t0, info)
     times = {n: [] for n in files}
     for r in range(reps):
-        for n in (list(files) if r % 2 == 0 else list(files)[::-1]):
+        for n in list(files) if r % 2 == 0 else list(files)[::-1]:
             t0 = time.perf_counter()
             inspect_model(files[n])
             times[n].append(time.perf_counter() - t0)
@@ -66,12 +66,23 @@ def run(inspect_model, workdir: Path, reps: int = 30) -> list[dict]:
             header_bytes = struct.unpack("<Q", f.read(8))[0]
         info = first[n][1]
         cfg = info.config
-        rows.append({
-            "name": n, "size": st.st_size, "on_disk": st.st_blocks * 512, "header": header_bytes,
-            "tensors": len(info.tensors), "kind": info.kind,
-            "config": f"dim {cfg.dim}, {cfg.n_layers} layer(s), {cfg.n_refiner_layers}+{cfg.n_refiner_layers} refiners" if cfg else "-",
-            "params": info.params, "first": first[n][0], "median": bc.median(times[n]), "spread": bc.spread(times[n]),
-        })
+        rows.append(
+            {
+                "name": n,
+                "size": st.st_size,
+                "on_disk": st.st_blocks * 512,
+                "header": header_bytes,
+                "tensors": len(info.tensors),
+                "kind": info.kind,
+                "config": f"dim {cfg.dim}, {cfg.n_layers} layer(s), {cfg.n_refiner_layers}+{cfg.n_refiner_layers} refiners"
+                if cfg
+                else "-",
+                "params": info.params,
+                "first": first[n][0],
+                "median": bc.median(times[n]),
+                "spread": bc.spread(times[n]),
+            }
+        )
     for p in files.values():
         p.unlink()
     return rows

@@ -6,12 +6,13 @@ object, takes its sigmas from `zimage_sigmas` and its guidance from `effective_c
 If both agree, the schedule, the cfg convention (cfg = guidance + 1), normalization and truncation
 are the reference's.
 """
+
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline
 from diffusers.pipelines.z_image.pipeline_z_image import calculate_shift, get_default_z_image_sigmas
-
 from tiny_models import diffusers_transformer
+
 from zimage_nodes.core.guidance import cfg_blend, effective_cfg, guidance_to_cfg
 from zimage_nodes.core.schedule import zimage_sigmas
 
@@ -112,10 +113,20 @@ def test_euler_loop_matches_pipeline(transformer, case):
     p = CASES[case]
     torch.manual_seed(0)
     latents, pos, neg = _inputs(p["batch"])
-    ref = _run_pipeline(transformer, latents, pos, neg, p["steps"], p["shift"], p["guidance"],
-                        p["normalization"], p["truncation"])
-    ours = _our_loop(transformer, latents, pos, neg, p["steps"], p["shift"], guidance_to_cfg(p["guidance"]),
-                     float(p["normalization"]), p["truncation"])
+    ref = _run_pipeline(
+        transformer, latents, pos, neg, p["steps"], p["shift"], p["guidance"], p["normalization"], p["truncation"]
+    )
+    ours = _our_loop(
+        transformer,
+        latents,
+        pos,
+        neg,
+        p["steps"],
+        p["shift"],
+        guidance_to_cfg(p["guidance"]),
+        float(p["normalization"]),
+        p["truncation"],
+    )
     assert ref.shape == ours.shape == latents.shape
     assert ref.dtype == ours.dtype == torch.float32
     diff = (ref - ours).abs().max().item()
@@ -133,7 +144,6 @@ def test_parity_is_sensitive_to_each_knob(transformer):
     full = _our_loop(transformer, latents, pos, neg, normalization=1.0, truncation=0.5, **base)
     no_norm = _our_loop(transformer, latents, pos, neg, normalization=0.0, truncation=0.5, **base)
     no_trunc = _our_loop(transformer, latents, pos, neg, normalization=1.0, truncation=1.0, **base)
-    no_cfg = _our_loop(transformer, latents, pos, neg, normalization=1.0, truncation=0.5,
-                       steps=10, shift=6.0, cfg=1.0)
+    no_cfg = _our_loop(transformer, latents, pos, neg, normalization=1.0, truncation=0.5, steps=10, shift=6.0, cfg=1.0)
     for other in (no_norm, no_trunc, no_cfg):
         assert (full - other).abs().max().item() > 1000 * TOL

@@ -15,14 +15,14 @@ weights included.
 
 `dry_run=True` runs the same code on the CPU with a tiny model, to check it without a GPU.
 """
+
 from __future__ import annotations
 
 import gc
 
-import torch
-
 import bench_common as bc
 import bench_sampling as bs
+import torch
 
 FULL = dict(dim=3840, n_layers=30, n_refiner_layers=2, n_heads=30, cap_feat_dim=2560)
 TINY = dict(dim=256, n_layers=1, n_refiner_layers=1, n_heads=2, cap_feat_dim=64)
@@ -35,7 +35,9 @@ def _fill_random(module: torch.nn.Module, seed: int):
             if p.dim() == 1 and "norm" in name:
                 p.fill_(1.0)
             else:
-                p.copy_(torch.randn(p.shape, generator=gen, device=p.device, dtype=torch.float32).mul_(0.02).to(p.dtype))
+                p.copy_(
+                    torch.randn(p.shape, generator=gen, device=p.device, dtype=torch.float32).mul_(0.02).to(p.dtype)
+                )
 
 
 def comfy_model(size: dict, device, dtype=torch.bfloat16, seed: int = 0):
@@ -43,7 +45,8 @@ def comfy_model(size: dict, device, dtype=torch.bfloat16, seed: int = 0):
     minus the file)."""
     import comfy.model_patcher
     import comfy.supported_models
-    from zimage_nodes import demo_weights
+
+    from zimage_nodes.tools import demo_weights
 
     model_config = comfy.supported_models.ZImage(demo_weights.zimage_unet_config(**size))
     model_config.set_inference_dtype(dtype, None)
@@ -57,9 +60,14 @@ def diffusers_transformer(size: dict, device, dtype=torch.bfloat16, seed: int = 
 
     with torch.device("meta"):
         tr = ZImageTransformer2DModel(
-            dim=size["dim"], n_layers=size["n_layers"], n_refiner_layers=size["n_refiner_layers"],
-            n_heads=size["n_heads"], n_kv_heads=size["n_heads"], cap_feat_dim=size["cap_feat_dim"],
-            axes_dims=[32, 48, 48], axes_lens=[1536, 512, 512],
+            dim=size["dim"],
+            n_layers=size["n_layers"],
+            n_refiner_layers=size["n_refiner_layers"],
+            n_heads=size["n_heads"],
+            n_kv_heads=size["n_heads"],
+            cap_feat_dim=size["cap_feat_dim"],
+            axes_dims=[32, 48, 48],
+            axes_lens=[1536, 512, 512],
         )
     tr = tr.to(dtype=dtype).to_empty(device=device)
     _fill_random(tr, seed)
@@ -103,8 +111,16 @@ def run(host, dry_run: bool = False, rounds: int = 3, seed: int = 42) -> dict:
     neg = bs.caption(neg_len, cap, 2)
     latent = bs.empty_latent(latent_side)
     cfg, base_shift, turbo_shift = 5.0, 6.0, 3.0
-    result = {"device": str(device), "size": size, "side": side, "turbo_steps": turbo_steps, "base_steps": base_steps,
-              "captions": [pos_len, neg_len], "cfg": cfg, "rows": []}
+    result = {
+        "device": str(device),
+        "size": size,
+        "side": side,
+        "turbo_steps": turbo_steps,
+        "base_steps": base_steps,
+        "captions": [pos_len, neg_len],
+        "cfg": cfg,
+        "rows": [],
+    }
 
     # --- ComfyUI: ours and native -----------------------------------------------------------
     _free()
@@ -115,28 +131,79 @@ def run(host, dry_run: bool = False, rounds: int = 3, seed: int = 42) -> dict:
     base_model = hm.with_flow_shift(model, base_shift)
     sampler = bs.call_node(host, "KSamplerSelect", sampler_name="euler")[0]
     noise = bs.call_node(host, "RandomNoise", noise_seed=seed)[0]
-    base_sigmas = bs.call_node(host, "BasicScheduler", model=base_model, scheduler="simple", steps=base_steps, denoise=1.0)[0]
+    base_sigmas = bs.call_node(
+        host, "BasicScheduler", model=base_model, scheduler="simple", steps=base_steps, denoise=1.0
+    )[0]
     zero_neg = bs.zero_out(pos)
 
     def turbo_ours():
-        return bs.call_node(host, "ZImageTurboSampler", model=model, positive=pos, latent_image=latent, seed=seed,
-                            steps=turbo_steps, sampler_name="euler", shift=turbo_shift, denoise=1.0)[0]
+        return bs.call_node(
+            host,
+            "ZINodesTurboSampler",
+            model=model,
+            positive=pos,
+            latent_image=latent,
+            seed=seed,
+            steps=turbo_steps,
+            sampler_name="euler",
+            shift=turbo_shift,
+            denoise=1.0,
+        )[0]
 
     def turbo_native():
         m = bs.call_node(host, "ModelSamplingAuraFlow", model=model, shift=turbo_shift)[0]
-        return bs.call_node(host, "KSampler", model=m, seed=seed, steps=turbo_steps, cfg=1.0, sampler_name="euler",
-                            scheduler="simple", positive=pos, negative=zero_neg, latent_image=latent, denoise=1.0)[0]
+        return bs.call_node(
+            host,
+            "KSampler",
+            model=m,
+            seed=seed,
+            steps=turbo_steps,
+            cfg=1.0,
+            sampler_name="euler",
+            scheduler="simple",
+            positive=pos,
+            negative=zero_neg,
+            latent_image=latent,
+            denoise=1.0,
+        )[0]
 
     def base_ours():
-        g = bs.call_node(host, "ZImageCFGGuider", model=base_model, positive=pos, negative=neg, cfg=cfg,
-                         cfg_normalization=0.0, cfg_truncation=1.0)[0]
-        return bs.call_node(host, "SamplerCustomAdvanced", noise=noise, guider=g, sampler=sampler, sigmas=base_sigmas,
-                            latent_image=latent)[0]
+        g = bs.call_node(
+            host,
+            "ZINodesCFGGuider",
+            model=base_model,
+            positive=pos,
+            negative=neg,
+            cfg=cfg,
+            cfg_normalization=0.0,
+            cfg_truncation=1.0,
+        )[0]
+        return bs.call_node(
+            host,
+            "SamplerCustomAdvanced",
+            noise=noise,
+            guider=g,
+            sampler=sampler,
+            sigmas=base_sigmas,
+            latent_image=latent,
+        )[0]
 
     def base_native():
         m = bs.call_node(host, "ModelSamplingAuraFlow", model=model, shift=base_shift)[0]
-        return bs.call_node(host, "KSampler", model=m, seed=seed, steps=base_steps, cfg=cfg, sampler_name="euler",
-                            scheduler="simple", positive=pos, negative=neg, latent_image=latent, denoise=1.0)[0]
+        return bs.call_node(
+            host,
+            "KSampler",
+            model=m,
+            seed=seed,
+            steps=base_steps,
+            cfg=cfg,
+            sampler_name="euler",
+            scheduler="simple",
+            positive=pos,
+            negative=neg,
+            latent_image=latent,
+            denoise=1.0,
+        )[0]
 
     comfy_paths = {
         ("Turbo", "ours: ZImageTurboSampler"): turbo_ours,
@@ -163,8 +230,18 @@ def run(host, dry_run: bool = False, rounds: int = 3, seed: int = 42) -> dict:
             sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift, use_dynamic_shifting=False)
             pipe = ZImagePipeline(scheduler=sched, vae=None, text_encoder=None, tokenizer=None, transformer=tr)
             pipe.set_progress_bar_config(disable=True)
-            return pipe(prompt_embeds=dpos, negative_prompt_embeds=dneg, latents=dlatents.clone(), height=side, width=side,
-                        num_inference_steps=steps, guidance_scale=guidance, output_type="latent", return_dict=False)[0]
+            return pipe(
+                prompt_embeds=dpos,
+                negative_prompt_embeds=dneg,
+                latents=dlatents.clone(),
+                height=side,
+                width=side,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                output_type="latent",
+                return_dict=False,
+            )[0]
+
         return fn
 
     diffusers_paths = {
@@ -220,6 +297,15 @@ def _measure(paths: dict, rounds: int, counter) -> list[dict]:
                 counts[label] = c.summary()
             times = bc.interleaved(fns, rounds, warmup=0)
         for label in fns:
-            rows.append({"model": model_name, "path": label, "times": times[label], "median": bc.median(times[label]),
-                         "spread": bc.spread(times[label]), "peak": peaks[label], "counts": counts[label]})
+            rows.append(
+                {
+                    "model": model_name,
+                    "path": label,
+                    "times": times[label],
+                    "median": bc.median(times[label]),
+                    "spread": bc.spread(times[label]),
+                    "peak": peaks[label],
+                    "counts": counts[label],
+                }
+            )
     return rows

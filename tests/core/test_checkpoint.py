@@ -1,5 +1,6 @@
 """Checkpoint inspection from safetensors headers: classification, config inference, errors,
 and the promise that tensor data is never read."""
+
 import json
 import os
 import random
@@ -7,12 +8,11 @@ import struct
 import time
 
 import pytest
+import tiny_models as tm
 import torch
 
-import tiny_models as tm
 from zimage_nodes.core import checkpoint as ck
 from zimage_nodes.core import keys
-
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -24,7 +24,10 @@ def tiny_diffusers_sd():
 
 
 def write(path, shapes_or_tensors, metadata=None):
-    sd = {k: (v if isinstance(v, torch.Tensor) else torch.zeros(v, dtype=torch.float16)) for k, v in shapes_or_tensors.items()}
+    sd = {
+        k: (v if isinstance(v, torch.Tensor) else torch.zeros(v, dtype=torch.float16))
+        for k, v in shapes_or_tensors.items()
+    }
     tm.save_safetensors(path, sd, metadata)
     return path
 
@@ -36,7 +39,7 @@ def write_sharded(folder, sd: dict, n_shards=2, name="diffusion_pytorch_model"):
     weight_map = {}
     for i in range(n_shards):
         shard = f"{name}-{i + 1:05d}-of-{n_shards:05d}.safetensors"
-        part = {k: sd[k] for k in names[i * per:(i + 1) * per]}
+        part = {k: sd[k] for k in names[i * per : (i + 1) * per]}
         tm.save_safetensors(folder / shard, part)
         weight_map.update({k: shard for k in part})
     index = folder / f"{name}.safetensors.index.json"
@@ -110,9 +113,18 @@ def test_zimage_diffusers_sharded(tmp_path, tiny_diffusers_sd):
 
 
 def test_zimage_without_pad_tokens_and_with_gqa(tmp_path):
-    shapes = tm.zimage_comfy_shapes(dim=512, n_layers=3, n_refiner_layers=2, n_heads=4, n_kv_heads=2, cap_feat_dim=32, pad_tokens=False)
+    shapes = tm.zimage_comfy_shapes(
+        dim=512, n_layers=3, n_refiner_layers=2, n_heads=4, n_kv_heads=2, cap_feat_dim=32, pad_tokens=False
+    )
     cfg = ck.inspect_model(write(tmp_path / "z.safetensors", shapes)).config
-    assert (cfg.dim, cfg.n_layers, cfg.n_refiner_layers, cfg.n_heads, cfg.n_kv_heads, cfg.cap_feat_dim) == (512, 3, 2, 4, 2, 32)
+    assert (cfg.dim, cfg.n_layers, cfg.n_refiner_layers, cfg.n_heads, cfg.n_kv_heads, cfg.cap_feat_dim) == (
+        512,
+        3,
+        2,
+        4,
+        2,
+        32,
+    )
     assert cfg.has_pad_tokens is False
     unet = cfg.comfy_unet_config()
     assert "pad_tokens_multiple" not in unet and "n_refiner_layers" not in unet
@@ -121,10 +133,22 @@ def test_zimage_without_pad_tokens_and_with_gqa(tmp_path):
 
 # The dim == 3840 branch of ComfyUI v0.8.0's detect_unet_config, written out.
 COMFY_ZIMAGE_3840 = {
-    "image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 3840, "cap_feat_dim": 2560,
-    "n_layers": 30, "qk_norm": True, "n_heads": 30, "n_kv_heads": 30, "axes_dims": [32, 48, 48],
-    "axes_lens": [1536, 512, 512], "rope_theta": 256.0, "ffn_dim_multiplier": 8.0 / 3.0,
-    "z_image_modulation": True, "time_scale": 1000.0, "pad_tokens_multiple": 32,
+    "image_model": "lumina2",
+    "patch_size": 2,
+    "in_channels": 16,
+    "dim": 3840,
+    "cap_feat_dim": 2560,
+    "n_layers": 30,
+    "qk_norm": True,
+    "n_heads": 30,
+    "n_kv_heads": 30,
+    "axes_dims": [32, 48, 48],
+    "axes_lens": [1536, 512, 512],
+    "rope_theta": 256.0,
+    "ffn_dim_multiplier": 8.0 / 3.0,
+    "z_image_modulation": True,
+    "time_scale": 1000.0,
+    "pad_tokens_multiple": 32,
 }
 
 
@@ -145,8 +169,15 @@ def test_comfy_unet_config_for_the_cross_size(tmp_path):
     sd = keys.diffusers_to_comfy(tm.diffusers_transformer(seed=0, **tm.CROSS).state_dict())
     cfg = ck.inspect_model(write(tmp_path / "cross.safetensors", sd)).config
     unet = cfg.comfy_unet_config()
-    assert unet == {**COMFY_ZIMAGE_3840, "dim": 1152, "n_heads": 9, "n_kv_heads": 9, "n_layers": 1,
-                    "cap_feat_dim": 64, "n_refiner_layers": 1}
+    assert unet == {
+        **COMFY_ZIMAGE_3840,
+        "dim": 1152,
+        "n_heads": 9,
+        "n_kv_heads": 9,
+        "n_layers": 1,
+        "cap_feat_dim": 64,
+        "n_refiner_layers": 1,
+    }
     assert cfg.comfy_state_dict_shapes() == {k: tuple(v.shape) for k, v in sd.items()}
 
 
@@ -192,8 +223,16 @@ def test_lumina2_comfyui_is_not_zimage(tmp_path):
 def test_lumina2_diffusers(tmp_path):
     from diffusers import Lumina2Transformer2DModel
 
-    m = Lumina2Transformer2DModel(hidden_size=64, num_layers=1, num_refiner_layers=1, num_attention_heads=2,
-                                  num_kv_heads=1, cap_feat_dim=32, axes_dim_rope=(8, 12, 12), sample_size=16)
+    m = Lumina2Transformer2DModel(
+        hidden_size=64,
+        num_layers=1,
+        num_refiner_layers=1,
+        num_attention_heads=2,
+        num_kv_heads=1,
+        cap_feat_dim=32,
+        axes_dim_rope=(8, 12, 12),
+        sample_size=16,
+    )
     info = ck.inspect_model(write(tmp_path / "l.safetensors", m.state_dict()))
     assert (info.kind, info.layout) == ("lumina2_dit", "diffusers")
 
@@ -203,8 +242,15 @@ def test_flux_dit_layouts(tmp_path):
     assert (info.kind, info.description, info.layout) == ("flux_dit", "a Flux DiT", "comfyui")
     from diffusers import FluxTransformer2DModel
 
-    m = FluxTransformer2DModel(num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
-                               joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=(4, 6, 6))
+    m = FluxTransformer2DModel(
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=(4, 6, 6),
+    )
     info = ck.inspect_model(write(tmp_path / "flux_diffusers.safetensors", m.state_dict()))
     assert (info.kind, info.layout) == ("flux_dit", "diffusers")
 
@@ -223,7 +269,9 @@ def test_sd_unets(tmp_path):
 
 
 def test_qwen3_text_encoder_layouts_and_config(tmp_path):
-    shapes = tm.qwen3_te_shapes(hidden=64, n_layers=3, n_heads=2, n_kv_heads=1, intermediate=96, vocab=512, lm_head=True)
+    shapes = tm.qwen3_te_shapes(
+        hidden=64, n_layers=3, n_heads=2, n_kv_heads=1, intermediate=96, vocab=512, lm_head=True
+    )
     info = ck.inspect_model(write(tmp_path / "qwen.safetensors", shapes))
     assert (info.kind, info.layout, info.prefix) == ("qwen3_text_encoder", "comfyui", "")
     assert info.description == "a Qwen3 text encoder"
@@ -232,11 +280,21 @@ def test_qwen3_text_encoder_layouts_and_config(tmp_path):
     assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads) == (64, 3, 2, 1)
     assert (cfg.intermediate_size, cfg.vocab_size, cfg.head_dim) == (96, 512, 128)
     assert cfg.comfy_model_config() == {
-        "vocab_size": 512, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 3,
-        "num_attention_heads": 2, "num_key_value_heads": 1,
+        "vocab_size": 512,
+        "hidden_size": 64,
+        "intermediate_size": 96,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
     }
-    info = ck.inspect_model(write(tmp_path / "q_pref.safetensors", tm.prefixed(shapes, "text_encoders.qwen3_4b.transformer.")))
-    assert (info.kind, info.layout, info.prefix) == ("qwen3_text_encoder", "checkpoint", "text_encoders.qwen3_4b.transformer.")
+    info = ck.inspect_model(
+        write(tmp_path / "q_pref.safetensors", tm.prefixed(shapes, "text_encoders.qwen3_4b.transformer."))
+    )
+    assert (info.kind, info.layout, info.prefix) == (
+        "qwen3_text_encoder",
+        "checkpoint",
+        "text_encoders.qwen3_4b.transformer.",
+    )
     assert info.config == cfg
     # transformers' Qwen3Model drops the "model." level.
     bare = {k.removeprefix("model."): v for k, v in shapes.items()}
@@ -284,7 +342,16 @@ def test_unknown_model(tmp_path):
 
 
 def test_all_kinds_are_covered():
-    assert set(ck.KINDS) == {"zimage_dit", "qwen3_text_encoder", "flux_vae", "sd1_unet", "sdxl_unet", "flux_dit", "lumina2_dit", "unknown"}
+    assert set(ck.KINDS) == {
+        "zimage_dit",
+        "qwen3_text_encoder",
+        "flux_vae",
+        "sd1_unet",
+        "sdxl_unet",
+        "flux_dit",
+        "lumina2_dit",
+        "unknown",
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,18 +399,32 @@ def test_header_length_larger_than_file(tmp_path):
 def test_invalid_json(tmp_path):
     body = b'{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]'  # missing braces
     body += b" " * 3
-    err = expect(ck.InvalidHeaderError, raw_file(tmp_path / "j.safetensors", struct.pack("<Q", len(body)) + body + b"\0" * 8), "not valid JSON")
+    err = expect(
+        ck.InvalidHeaderError,
+        raw_file(tmp_path / "j.safetensors", struct.pack("<Q", len(body)) + body + b"\0" * 8),
+        "not valid JSON",
+    )
     assert err.reason == "invalid_header"
 
 
 def test_malformed_header_entries(tmp_path):
     body = json.dumps({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}).encode()
-    expect(ck.InvalidHeaderError, raw_file(tmp_path / "m.safetensors", struct.pack("<Q", len(body)) + body + b"\0" * 8), "spans 8 bytes, expected 16")
+    expect(
+        ck.InvalidHeaderError,
+        raw_file(tmp_path / "m.safetensors", struct.pack("<Q", len(body)) + body + b"\0" * 8),
+        "spans 8 bytes, expected 16",
+    )
 
 
 def test_truncated_data(tmp_path):
     data = valid_bytes()
-    err = expect(ck.TruncatedDataError, raw_file(tmp_path / "cut.safetensors", data[:-100]), "truncated", f"expected file size {len(data)}", "Download it again")
+    err = expect(
+        ck.TruncatedDataError,
+        raw_file(tmp_path / "cut.safetensors", data[:-100]),
+        "truncated",
+        f"expected file size {len(data)}",
+        "Download it again",
+    )
     assert err.reason == "truncated_data"
 
 
@@ -426,7 +507,11 @@ def test_missing_path(tmp_path):
 
 
 def test_every_error_has_its_own_reason():
-    classes = [c for c in vars(ck).values() if isinstance(c, type) and issubclass(c, ck.CheckpointError) and c is not ck.CheckpointError]
+    classes = [
+        c
+        for c in vars(ck).values()
+        if isinstance(c, type) and issubclass(c, ck.CheckpointError) and c is not ck.CheckpointError
+    ]
     reasons = [c.reason for c in classes]
     assert len(reasons) == len(set(reasons)) >= 10
 
@@ -510,7 +595,9 @@ def meta(shapes: dict) -> dict:
 def test_comfyui_detection_agrees_at_real_size(host, tmp_path, pad):
     import comfy.model_detection
 
-    shapes = tm.zimage_comfy_shapes(dim=3840, n_layers=30, n_refiner_layers=2, n_heads=30, cap_feat_dim=2560, pad_tokens=pad)
+    shapes = tm.zimage_comfy_shapes(
+        dim=3840, n_layers=30, n_refiner_layers=2, n_heads=30, cap_feat_dim=2560, pad_tokens=pad
+    )
     tm.write_header_only(tmp_path / "z.safetensors", shapes)
     ours = ck.inspect_model(tmp_path / "z.safetensors").config.comfy_unet_config()
     assert ours == comfy.model_detection.detect_unet_config(meta(shapes), "")
@@ -528,8 +615,14 @@ def test_comfyui_recognises_the_fake_qwen3_and_builds_ours(host):
     real = tm.qwen3_te_shapes(hidden=2560, n_layers=36, n_heads=32, n_kv_heads=8, intermediate=9728, vocab=151936)
     assert comfy.sd.detect_te_model(meta(real)) == comfy.sd.TEModel.QWEN3_4B
     shapes = tm.qwen3_te_shapes(hidden=64, n_layers=3, n_heads=2, n_kv_heads=1, intermediate=96, vocab=512)
-    cfg = ck.Qwen3Config(hidden_size=64, num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1,
-                         intermediate_size=96, vocab_size=512)
+    cfg = ck.Qwen3Config(
+        hidden_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=96,
+        vocab_size=512,
+    )
     module = comfy.text_encoders.llama.Qwen3_4B(cfg.comfy_model_config(), torch.float32, "cpu", comfy.ops.manual_cast)
     assert {k: tuple(v.shape) for k, v in module.state_dict().items()} == shapes
 
@@ -540,9 +633,20 @@ def test_comfyui_lumina2_layout_matches_the_fake(host):
     import comfy.ops
 
     dit = comfy.ldm.lumina.model.NextDiT(
-        patch_size=2, in_channels=16, dim=64, n_layers=1, n_refiner_layers=1, n_heads=2, n_kv_heads=1,
-        ffn_dim_multiplier=4.0, qk_norm=True, cap_feat_dim=32, axes_dims=[8, 12, 12], axes_lens=[300, 512, 512],
-        device="meta", operations=comfy.ops.disable_weight_init,
+        patch_size=2,
+        in_channels=16,
+        dim=64,
+        n_layers=1,
+        n_refiner_layers=1,
+        n_heads=2,
+        n_kv_heads=1,
+        ffn_dim_multiplier=4.0,
+        qk_norm=True,
+        cap_feat_dim=32,
+        axes_dims=[8, 12, 12],
+        axes_lens=[300, 512, 512],
+        device="meta",
+        operations=comfy.ops.disable_weight_init,
     )
     assert {k: tuple(v.shape) for k, v in dit.state_dict().items()} == tm.lumina2_comfy_shapes()
 

@@ -1,4 +1,5 @@
 """Negative prompt builder: both targets, priority order, weights, dedupe, emphasis stripping."""
+
 import re
 
 import pytest

@@ -45,7 +45,7 @@ def test_denoise_keeps_tail_of_longer_grid(steps, denoise, total):
     s = zimage_sigmas(steps, 3.0, denoise)
     full = zimage_sigmas(total, 3.0)
     assert s.shape == (steps + 1,)
-    assert torch.equal(s, full[-(steps + 1):])
+    assert torch.equal(s, full[-(steps + 1) :])
     assert s[0].item() < 1.0 and s[-1].item() == 0.0
 
 

@@ -1,5 +1,6 @@
 """batched_forward (one pass, captions of different lengths) against ComfyUI's own per-sample
 NextDiT forwards on a tiny random Z-Image model built with ComfyUI's classes."""
+
 import pytest
 import torch
 
@@ -68,7 +69,7 @@ def mod(host):
     name = "zimage_nodes_test_zimage_batched"
     if name in sys.modules:
         return sys.modules[name]
-    path = Path(__file__).resolve().parent.parent / "nodes" / "zimage_batched.py"
+    path = Path(__file__).resolve().parents[2] / "nodes" / "zimage_batched.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -80,7 +81,7 @@ def _per_sample(dm, x, t, contexts, transformer_options=None):
     outs = []
     for i, c in enumerate(contexts):
         to = dict(transformer_options or {})
-        outs.append(dm(x[i:i + 1], t[i:i + 1], c[None], num_tokens=c.shape[0], transformer_options=to))
+        outs.append(dm(x[i : i + 1], t[i : i + 1], c[None], num_tokens=c.shape[0], transformer_options=to))
     return torch.cat(outs)
 
 
@@ -125,7 +126,11 @@ def test_contexts_with_batch_dim_rope_options_and_trivial_masks(zimage, mod):
     with torch.no_grad():
         ref = _per_sample(dm, x, t, contexts, opts)
         out = mod.batched_forward(
-            dm, x, t, [c[None] for c in contexts], dict(opts),
+            dm,
+            x,
+            t,
+            [c[None] for c in contexts],
+            dict(opts),
             attention_masks=[None, torch.ones((1, 37), dtype=torch.long)],
         )
     diff = (out - ref).abs().max().item()
@@ -145,10 +150,12 @@ def test_matches_through_comfy_model_sampling(zimage, mod):
     xc = ms.calculate_input(sigma, x)
     ts = ms.timestep(sigma).float()
     with torch.no_grad():
-        ref = torch.cat([
-            model.apply_model(x[i:i + 1], sigma[i:i + 1], c_crossattn=c[None], num_tokens=c.shape[0])
-            for i, c in enumerate(contexts)
-        ])
+        ref = torch.cat(
+            [
+                model.apply_model(x[i : i + 1], sigma[i : i + 1], c_crossattn=c[None], num_tokens=c.shape[0])
+                for i, c in enumerate(contexts)
+            ]
+        )
         out = ms.calculate_denoised(sigma, mod.batched_forward(dm, xc, ts, contexts, {}).float(), x)
     assert (out - ref).abs().max().item() <= TOL
 
@@ -222,8 +229,17 @@ def test_can_batch_rejections(host, zimage, mod):
     import comfy.ops
 
     lumina = comfy.ldm.lumina.model.NextDiT(
-        patch_size=2, in_channels=16, dim=256, n_layers=1, n_refiner_layers=1, n_heads=2, n_kv_heads=2,
-        qk_norm=True, cap_feat_dim=64, axes_dims=[32, 48, 48], operations=comfy.ops.disable_weight_init,
+        patch_size=2,
+        in_channels=16,
+        dim=256,
+        n_layers=1,
+        n_refiner_layers=1,
+        n_heads=2,
+        n_kv_heads=2,
+        qk_norm=True,
+        cap_feat_dim=64,
+        axes_dims=[32, 48, 48],
+        operations=comfy.ops.disable_weight_init,
     )
     ok, why = mod.can_batch(lumina, {})
     assert not ok and "pad_tokens_multiple" in why

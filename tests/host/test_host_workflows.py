@@ -1,6 +1,7 @@
 """The example workflows against a real ComfyUI v0.8.0: node types and widget layouts match the
 definitions the editor receives, the UI->API conversion validates with ComfyUI's validate_prompt,
 the Z-Image graphs run end to end through the runner on demo weights, and the runner's CLI works."""
+
 import importlib.util
 import json
 import os
@@ -10,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from zimage_nodes import workflow_convert as wc
+from zimage_nodes.tools import workflow_convert as wc
 
 pytestmark = pytest.mark.host
 
-PACK_DIR = Path(__file__).resolve().parent.parent
+PACK_DIR = Path(__file__).resolve().parents[2]
 WORKFLOW_DIR = PACK_DIR / "example_workflows"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
 ZIMAGE_WORKFLOWS = [p for p in WORKFLOWS if p.name.startswith("z_image")]
@@ -22,7 +23,7 @@ SD_WORKFLOW = WORKFLOW_DIR / "sd_negative_prompt_cfg.json"
 RUNNER = PACK_DIR / "scripts" / "run_workflow.py"
 PNG = b"\x89PNG\r\n\x1a\n"
 SMALL = [("EmptySD3LatentImage", "width", 64), ("EmptySD3LatentImage", "height", 64)]
-FEWER_STEPS = [("ZImageScheduler", "steps", 3)]  # the Turbo sampler's steps stay wired to the loader (8)
+FEWER_STEPS = [("ZINodesScheduler", "steps", 3)]  # the Turbo sampler's steps stay wired to the loader (8)
 
 
 def load(path):
@@ -112,7 +113,7 @@ def test_combo_and_number_values_are_allowed_by_the_definitions(host, workflow, 
         input_types = definitions.input_types(node["type"])
         values = wc.map_widget_values(node, input_types)
         for name, kind, opts, _ in wc.ordered_inputs(input_types):
-            if name not in values or node["type"] in ("ZImageLoader", "CheckpointLoaderSimple"):
+            if name not in values or node["type"] in ("ZINodesLoader", "CheckpointLoaderSimple"):
                 continue  # model file lists depend on what is installed
             value = values[name]
             options = kind if isinstance(kind, list) else opts.get("options")
@@ -142,15 +143,17 @@ def test_sd_workflow_converts_and_validates(host, demo_models, definitions, sd_c
     prompt = convert(host, definitions, SD_WORKFLOW)
     assert host.validate(prompt)
     by_type = {v["class_type"]: v["inputs"] for v in prompt.values()}
-    assert by_type["ZImageNegativePrompt"]["target"] == "clip" and by_type["ZImageNegativePrompt"]["extra"] == "mustache"
-    assert by_type["ZImageCFGGuider"]["cfg"] == 7.0
+    assert (
+        by_type["ZINodesNegativePrompt"]["target"] == "clip" and by_type["ZINodesNegativePrompt"]["extra"] == "mustache"
+    )
+    assert by_type["ZINodesCFGGuider"]["cfg"] == 7.0
     assert by_type["RandomNoise"] == {"noise_seed": 7}  # the "fixed" companion is not an input
 
 
 def test_converted_turbo_prompt_keeps_the_wired_steps(host, definitions):
     prompt = convert(host, definitions, WORKFLOW_DIR / "z_image_turbo_text_to_image.json")
-    (sampler_id,) = [k for k, v in prompt.items() if v["class_type"] == "ZImageTurboSampler"]
-    (loader_id,) = [k for k, v in prompt.items() if v["class_type"] == "ZImageLoader"]
+    (sampler_id,) = [k for k, v in prompt.items() if v["class_type"] == "ZINodesTurboSampler"]
+    (loader_id,) = [k for k, v in prompt.items() if v["class_type"] == "ZINodesLoader"]
     inputs = prompt[sampler_id]["inputs"]
     assert inputs["steps"] == [loader_id, 3]
     assert inputs["seed"] == 42 and inputs["sampler_name"] == "euler" and inputs["shift"] == 3.0
@@ -163,8 +166,8 @@ def test_converted_comparison_feeds_one_seed_to_both_samplers(host, definitions)
     by_type = {}
     for v in prompt.values():
         by_type.setdefault(v["class_type"], []).append(v["inputs"])
-    assert by_type["ZImageTurboSampler"][0]["seed"] == by_type["RandomNoise"][0]["noise_seed"] == 1234
-    assert by_type["ZImageTurboSampler"][0]["positive"] == by_type["ZImageCFGGuider"][0]["positive"]
+    assert by_type["ZINodesTurboSampler"][0]["seed"] == by_type["RandomNoise"][0]["noise_seed"] == 1234
+    assert by_type["ZINodesTurboSampler"][0]["positive"] == by_type["ZINodesCFGGuider"][0]["positive"]
 
 
 def saved(host, outputs):
@@ -177,7 +180,9 @@ def test_zimage_workflow_runs_end_to_end_through_the_runner(host, demo_models, r
     root, _ = demo_models
     headless, convert_module = runner.load_pack()
     data = load(path)
-    prompt = runner.prepare_prompt(host, convert_module, data, SMALL + FEWER_STEPS if "ZImageScheduler" in json.dumps(data) else SMALL)
+    prompt = runner.prepare_prompt(
+        host, convert_module, data, SMALL + FEWER_STEPS if "ZINodesScheduler" in json.dumps(data) else SMALL
+    )
     runner.setup_demo_weights(host, convert_module, prompt, data, str(root), validate_only=False)
     runner.validate(host, convert_module, prompt, data, verbose=False)
     written = runner.run_images(host, convert_module, prompt, count=1)
@@ -202,17 +207,29 @@ def test_demo_weights_refuse_to_stand_in_for_other_loaders(host, demo_models, ru
 
 def run_cli(*args, cwd=PACK_DIR, timeout=240):
     env = {k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"}
-    return subprocess.run([sys.executable, str(RUNNER), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(RUNNER), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_cli_makes_two_demo_images(host, tmp_path):
     from comfy_host import COMFYUI
 
     out = tmp_path / "out"
-    proc = run_cli("example_workflows/z_image_turbo_text_to_image.json", "--comfyui", str(COMFYUI), "--demo-weights",
-                   "--set", "EmptySD3LatentImage.width=64", "--set", "EmptySD3LatentImage.height=64",
-                   "--count", "2", "--output", str(out))
+    proc = run_cli(
+        "example_workflows/z_image_turbo_text_to_image.json",
+        "--comfyui",
+        str(COMFYUI),
+        "--demo-weights",
+        "--set",
+        "EmptySD3LatentImage.width=64",
+        "--set",
+        "EmptySD3LatentImage.height=64",
+        "--count",
+        "2",
+        "--output",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == 2 and all(p.read_bytes()[:8] == PNG for p in pngs)
@@ -224,8 +241,18 @@ def test_cli_failure_names_the_node_and_exits_non_zero(host, demo_models, tmp_pa
     from comfy_host import COMFYUI
 
     root, _ = demo_models
-    proc = run_cli("example_workflows/z_image_turbo_text_to_image.json", "--comfyui", str(COMFYUI), "--demo-weights",
-                   "--demo-dir", str(root), "--set", "EmptySD3LatentImage.width=7", "--output", str(tmp_path))
+    proc = run_cli(
+        "example_workflows/z_image_turbo_text_to_image.json",
+        "--comfyui",
+        str(COMFYUI),
+        "--demo-weights",
+        "--demo-dir",
+        str(root),
+        "--set",
+        "EmptySD3LatentImage.width=7",
+        "--output",
+        str(tmp_path),
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "node 4 (EmptySD3LatentImage)" in proc.stderr and "width" in proc.stderr
     assert not list(tmp_path.glob("*.png"))
@@ -241,9 +268,22 @@ def test_cli_validates_the_sd_workflow_with_placeholders_only(host, demo_models,
         (demo / kind).mkdir()
         for f in (root / kind).iterdir():
             (demo / kind / f.name).symlink_to(f)
-    check = run_cli(str(SD_WORKFLOW), "--comfyui", str(COMFYUI), "--demo-weights", "--demo-dir", str(demo),
-                    "--validate-only", "--save-api", str(tmp_path / "api.json"))
+    check = run_cli(
+        str(SD_WORKFLOW),
+        "--comfyui",
+        str(COMFYUI),
+        "--demo-weights",
+        "--demo-dir",
+        str(demo),
+        "--validate-only",
+        "--save-api",
+        str(tmp_path / "api.json"),
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "valid:" in check.stdout
     api = json.loads((tmp_path / "api.json").read_text())
-    assert {v["class_type"] for v in api.values()} >= {"CheckpointLoaderSimple", "ZImageCFGGuider", "ZImageNegativePrompt"}
+    assert {v["class_type"] for v in api.values()} >= {
+        "CheckpointLoaderSimple",
+        "ZINodesCFGGuider",
+        "ZINodesNegativePrompt",
+    }

@@ -8,6 +8,7 @@ each aten op's outputs and counts those whose storage is new (views and in-place
 free): it gives the number of tensors created, but cannot see allocations a kernel makes inside
 itself (e.g. the float32 copy `linalg_vector_norm(x, dtype=float32)` makes of a bf16 input).
 """
+
 from __future__ import annotations
 
 import os
@@ -15,11 +16,10 @@ import sys
 import time
 from contextlib import contextmanager
 
+import bench_common as bc
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
-
-import bench_common as bc
 
 
 def textbook(pos, neg, cfg, normalization=0.0):
@@ -49,7 +49,9 @@ class AllocCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
+        inputs = {
+            t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)
+        }
         out = func(*args, **kwargs)
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
@@ -95,7 +97,7 @@ def time_per_call(fns: dict, args, rounds: int, calls: int) -> dict[str, list[fl
             for _ in range(3):
                 fns[n](*args)
         for r in range(rounds):
-            order = names[r % len(names):] + names[: r % len(names)]
+            order = names[r % len(names) :] + names[: r % len(names)]
             for n in order:
                 fn = fns[n]
                 t0 = time.perf_counter()
@@ -121,13 +123,24 @@ def run(cfg_blend, batches=(1, 4), dtypes=(torch.float32, torch.bfloat16), cfg=5
                 with torch.inference_mode():
                     a, b = fns["textbook"](pos, neg), fns["cfg_blend"](pos, neg)
                     diff = float((a.float() - b.float()).abs().max() / a.float().abs().max())
-                row = {"dtype": str(dtype).replace("torch.", ""), "batch": batch, "norm": norm, "rel_diff": diff,
-                       "input_bytes": pos.untyped_storage().nbytes()}
+                row = {
+                    "dtype": str(dtype).replace("torch.", ""),
+                    "batch": batch,
+                    "norm": norm,
+                    "rel_diff": diff,
+                    "input_bytes": pos.untyped_storage().nbytes(),
+                }
                 for n in fns:
                     d_total, _, count = allocations(fns[n], pos, neg)
                     total, kept = profiler_bytes(fns[n], pos, neg)
-                    row[n] = {"time": bc.median(times[n]), "spread": bc.spread(times[n]), "bytes": total,
-                              "temps": total - kept, "tensors": count, "dispatch_bytes": d_total}
+                    row[n] = {
+                        "time": bc.median(times[n]),
+                        "spread": bc.spread(times[n]),
+                        "bytes": total,
+                        "temps": total - kept,
+                        "tensors": count,
+                        "dispatch_bytes": d_total,
+                    }
                 rows.append(row)
     return rows
 

@@ -1,13 +1,13 @@
 """Sections 1 and 2: the pack's sampling nodes against ComfyUI's own, on the same model, latent,
 noise and sigmas. Nodes are called the way ComfyUI's executor calls them (V3 `execute`, V1
 FUNCTION), without the executor's caching around them."""
+
 from __future__ import annotations
 
 import sys
 
-import torch
-
 import bench_common as bc
+import torch
 
 
 def call_node(host, node_id: str, **inputs):
@@ -21,14 +21,14 @@ def call_node(host, node_id: str, **inputs):
 
 
 def host_model_module(host):
-    pkg = bc.pack_module(host, "ZImageLoader").__name__.rsplit(".", 1)[0]
+    pkg = bc.pack_module(host, "ZINodesLoader").__name__.rsplit(".", 1)[0]
     return sys.modules[pkg + ".host_model"]
 
 
 def build_model(host, size: dict, seed: int = 0, dtype: str = "default"):
     """A random-weight Z-Image DiT as a ComfyUI ModelPatcher, built by the same function the
     Z-Image Loader uses (no flow-shift patch: each path applies its own)."""
-    from zimage_nodes import demo_weights
+    from zimage_nodes.tools import demo_weights
 
     hm = host_model_module(host)
     sd = demo_weights.dit_state_dict(seed, **size)
@@ -64,15 +64,33 @@ def turbo(host, model, pos, latent, steps: int, rounds: int, seed: int = 42, shi
 
     def ours():
         out["ours"] = call_node(
-            host, "ZImageTurboSampler", model=model, positive=pos, latent_image=latent, seed=seed, steps=steps,
-            sampler_name="euler", shift=shift, denoise=1.0,
+            host,
+            "ZINodesTurboSampler",
+            model=model,
+            positive=pos,
+            latent_image=latent,
+            seed=seed,
+            steps=steps,
+            sampler_name="euler",
+            shift=shift,
+            denoise=1.0,
         )[0]["samples"]
 
     def official():
         m = call_node(host, "ModelSamplingAuraFlow", model=model, shift=shift)[0]
         out["official"] = call_node(
-            host, "KSampler", model=m, seed=seed, steps=steps, cfg=1.0, sampler_name="euler", scheduler="simple",
-            positive=pos, negative=neg, latent_image=latent, denoise=1.0,
+            host,
+            "KSampler",
+            model=m,
+            seed=seed,
+            steps=steps,
+            cfg=1.0,
+            sampler_name="euler",
+            scheduler="simple",
+            positive=pos,
+            negative=neg,
+            latent_image=latent,
+            denoise=1.0,
         )[0]["samples"]
 
     fns = {"official": official, "ours": ours}
@@ -80,7 +98,9 @@ def turbo(host, model, pos, latent, steps: int, rounds: int, seed: int = 42, shi
     with bc.no_grad():
         times = bc.interleaved(fns, rounds, warmup=0)  # _count_calls was the warm-up
     return {
-        "times": times, "counts": counts, "steps": steps,
+        "times": times,
+        "counts": counts,
+        "steps": steps,
         "max_diff": _max_diff(out["ours"], out["official"]),
     }
 
@@ -103,18 +123,29 @@ def _count_calls(fns: dict) -> dict:
 GUIDED_VARIANTS = [
     # name, label, kind, truncation, batched
     ("comfy", "ComfyUI CFGGuider", "comfy", 1.0, None),
-    ("ours", "ZImageCFGGuider", "node", 1.0, True),
+    ("ours", "ZINodesCFGGuider", "node", 1.0, True),
     ("ours_seq", "ZImageGuider batched=False", "class", 1.0, False),
     ("ours_t09", "ZImageCFGGuider trunc 0.9", "node", 0.9, True),
     ("ours_t05", "ZImageCFGGuider trunc 0.5", "node", 0.5, True),
 ]
 
 
-def guided(host, model, pos, neg, latent, steps: int, cfg: float, rounds: int, seed: int = 42, shift: float = 6.0,
-           variants=GUIDED_VARIANTS) -> dict:
+def guided(
+    host,
+    model,
+    pos,
+    neg,
+    latent,
+    steps: int,
+    cfg: float,
+    rounds: int,
+    seed: int = 42,
+    shift: float = 6.0,
+    variants=GUIDED_VARIANTS,
+) -> dict:
     """Guiders through SamplerCustomAdvanced with the same noise, sigmas and sampler."""
     hm = host_model_module(host)
-    guider_mod = bc.pack_module(host, "ZImageCFGGuider")
+    guider_mod = bc.pack_module(host, "ZINodesCFGGuider")
     base = hm.with_flow_shift(model, shift)  # what the Z-Image Loader outputs for Base
     sigmas = call_node(host, "BasicScheduler", model=base, scheduler="simple", steps=steps, denoise=1.0)[0]
     sampler = call_node(host, "KSamplerSelect", sampler_name="euler")[0]
@@ -127,14 +158,26 @@ def guided(host, model, pos, neg, latent, steps: int, cfg: float, rounds: int, s
                 g = call_node(host, "CFGGuider", model=base, positive=pos, negative=neg, cfg=cfg)[0]
             elif kind == "node":
                 g = call_node(
-                    host, "ZImageCFGGuider", model=base, positive=pos, negative=neg, cfg=cfg,
-                    cfg_normalization=0.0, cfg_truncation=truncation,
+                    host,
+                    "ZINodesCFGGuider",
+                    model=base,
+                    positive=pos,
+                    negative=neg,
+                    cfg=cfg,
+                    cfg_normalization=0.0,
+                    cfg_truncation=truncation,
                 )[0]
             else:
                 g = guider_mod.ZImageGuider(base, cfg, 0.0, truncation, batched=batched)
                 g.set_conds(pos, neg)
             out[name] = call_node(
-                host, "SamplerCustomAdvanced", noise=noise, guider=g, sampler=sampler, sigmas=sigmas, latent_image=latent
+                host,
+                "SamplerCustomAdvanced",
+                noise=noise,
+                guider=g,
+                sampler=sampler,
+                sigmas=sigmas,
+                latent_image=latent,
             )[0]["samples"]
             guiders[name] = g
 
@@ -148,7 +191,14 @@ def guided(host, model, pos, neg, latent, steps: int, cfg: float, rounds: int, s
     ref_scale = float(out["comfy"].float().abs().max())
     guider_calls = {n: dict(getattr(g, "calls", {})) for n, g in guiders.items()}
     return {
-        "times": times, "counts": counts, "steps": steps, "cfg": cfg, "shift": shift, "diffs": diffs,
-        "ref_scale": ref_scale, "labels": {n: lbl for n, lbl, *_ in variants}, "guider_calls": guider_calls,
+        "times": times,
+        "counts": counts,
+        "steps": steps,
+        "cfg": cfg,
+        "shift": shift,
+        "diffs": diffs,
+        "ref_scale": ref_scale,
+        "labels": {n: lbl for n, lbl, *_ in variants},
+        "guider_calls": guider_calls,
         "sigmas": [float(s) for s in sigmas],
     }

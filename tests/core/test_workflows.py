@@ -1,5 +1,6 @@
 """The example workflows are well-formed editor graphs, and the UI->API conversion behaves as the
 ComfyUI editor does. No ComfyUI needed: conversion runs on tables of node definitions."""
+
 import importlib.util
 import json
 import sys
@@ -7,32 +8,39 @@ from pathlib import Path
 
 import pytest
 
-from zimage_nodes import workflow_convert as wc
+from zimage_nodes.tools import workflow_convert as wc
 
-PACK_DIR = Path(__file__).resolve().parent.parent
+PACK_DIR = Path(__file__).resolve().parents[2]
 WORKFLOW_DIR = PACK_DIR / "example_workflows"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
 EXPECTED = {
-    "z_image_turbo_text_to_image.json", "z_image_base_negative_prompt.json", "z_image_base_vs_turbo.json",
+    "z_image_turbo_text_to_image.json",
+    "z_image_base_negative_prompt.json",
+    "z_image_base_vs_turbo.json",
     "sd_negative_prompt_cfg.json",
 }
-PACK_NODES = {"ZImageLoader", "ZImageCFGGuider", "ZImageTurboSampler", "ZImageNegativePrompt", "ZImageScheduler"}
+PACK_NODES = {"ZINodesLoader", "ZINodesCFGGuider", "ZINodesTurboSampler", "ZINodesNegativePrompt", "ZINodesScheduler"}
 CORE_NODES = {
-    "CLIPTextEncode", "EmptySD3LatentImage", "EmptyLatentImage", "VAEDecode", "SaveImage", "SamplerCustomAdvanced",
-    "RandomNoise", "KSamplerSelect", "BasicScheduler", "CheckpointLoaderSimple",
+    "CLIPTextEncode",
+    "EmptySD3LatentImage",
+    "EmptyLatentImage",
+    "VAEDecode",
+    "SaveImage",
+    "SamplerCustomAdvanced",
+    "RandomNoise",
+    "KSamplerSelect",
+    "BasicScheduler",
+    "CheckpointLoaderSimple",
 }
 FRONTEND_NODES = {"MarkdownNote", "Note", "PrimitiveNode"}
-LOADERS = {"ZImageLoader", "CheckpointLoaderSimple"}
+LOADERS = {"ZINodesLoader", "CheckpointLoaderSimple"}
 MODEL_DIRECTORIES = {"diffusion_models", "text_encoders", "vae", "checkpoints"}
 OFFICIAL_URLS = {
-    "z_image_turbo_bf16.safetensors":
-        "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/diffusion_models/z_image_turbo_bf16.safetensors",
-    "qwen_3_4b.safetensors":
-        "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/text_encoders/qwen_3_4b.safetensors",
+    "z_image_turbo_bf16.safetensors": "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/diffusion_models/z_image_turbo_bf16.safetensors",
+    "qwen_3_4b.safetensors": "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/text_encoders/qwen_3_4b.safetensors",
     "ae.safetensors": "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/vae/ae.safetensors",
     "Z-Image/": "https://huggingface.co/Tongyi-MAI/Z-Image",
-    "v1-5-pruned-emaonly-fp16.safetensors":
-        "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/v1-5-pruned-emaonly-fp16.safetensors",
+    "v1-5-pruned-emaonly-fp16.safetensors": "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/v1-5-pruned-emaonly-fp16.safetensors",
 }
 
 
@@ -82,8 +90,19 @@ def test_graph_is_well_formed(workflow):
     assert not link_ids or wf["last_link_id"] >= max(link_ids)
     nodes = {n["id"]: n for n in wf["nodes"]}
     for node in wf["nodes"]:
-        for key in ("id", "type", "pos", "size", "flags", "order", "mode", "inputs", "outputs", "properties",
-                    "widgets_values"):
+        for key in (
+            "id",
+            "type",
+            "pos",
+            "size",
+            "flags",
+            "order",
+            "mode",
+            "inputs",
+            "outputs",
+            "properties",
+            "widgets_values",
+        ):
             assert key in node, f"node {node['id']} lacks {key}"
         assert node["mode"] == 0
         assert len(node["pos"]) == 2 and len(node["size"]) == 2
@@ -147,7 +166,7 @@ def test_loaders_say_where_their_models_come_from(workflow):
             assert model["url"] == OFFICIAL_URLS[model["name"]], model
             # The editor offers only the models its widgets actually name.
             assert model["name"] in node["widgets_values"], model
-        if node["type"] == "ZImageLoader":
+        if node["type"] == "ZINodesLoader":
             assert {m["directory"] for m in models} == {"diffusion_models", "text_encoders", "vae"}
 
 
@@ -165,33 +184,35 @@ def test_each_graph_has_a_note_naming_its_models(workflow):
 
 def test_turbo_text_to_image():
     wf = load("z_image_turbo_text_to_image.json")
-    (loader,) = by_type(wf, "ZImageLoader")
-    (sampler,) = by_type(wf, "ZImageTurboSampler")
+    (loader,) = by_type(wf, "ZINodesLoader")
+    (sampler,) = by_type(wf, "ZINodesTurboSampler")
     (latent,) = by_type(wf, "EmptySD3LatentImage")
     assert loader["widgets_values"][:3] == ["z_image_turbo_bf16.safetensors", "qwen_3_4b.safetensors", "ae.safetensors"]
     assert latent["widgets_values"] == [1024, 1024, 1]
     assert source_of(wf, sampler, "steps") == (loader, 3)
     assert loader["outputs"][3]["name"] == "steps"
     seed, control, steps, sampler_name, shift, denoise = sampler["widgets_values"]
-    assert control in ("fixed", "randomize") and steps == 8 and sampler_name == "euler" and shift == 3.0 and denoise == 1.0
+    assert (
+        control in ("fixed", "randomize") and steps == 8 and sampler_name == "euler" and shift == 3.0 and denoise == 1.0
+    )
     assert source_of(wf, by_type(wf, "VAEDecode")[0], "samples")[0] is sampler
     assert len(by_type(wf, "SaveImage")) == 1
 
 
 def test_base_with_negative_prompt():
     wf = load("z_image_base_negative_prompt.json")
-    (loader,) = by_type(wf, "ZImageLoader")
+    (loader,) = by_type(wf, "ZINodesLoader")
     assert loader["widgets_values"][3] == "base"
-    (neg_prompt,) = by_type(wf, "ZImageNegativePrompt")
+    (neg_prompt,) = by_type(wf, "ZINodesNegativePrompt")
     assert neg_prompt["widgets_values"][0] == "zimage"
     negative = by_title(wf, "Negative")
     assert source_of(wf, negative, "text") == (neg_prompt, 0)
-    (guider,) = by_type(wf, "ZImageCFGGuider")
+    (guider,) = by_type(wf, "ZINodesCFGGuider")
     assert source_of(wf, guider, "negative")[0] is negative
     assert source_of(wf, guider, "positive")[0] is by_title(wf, "Positive")
     cfg, normalization, truncation = guider["widgets_values"]
     assert 4.0 <= cfg <= 6.0 and truncation == 1.0
-    (sched,) = by_type(wf, "ZImageScheduler")
+    (sched,) = by_type(wf, "ZINodesScheduler")
     assert sched["widgets_values"][1] == 1.0
     assert 28 <= sched["widgets_values"][0] <= 50
     (sca,) = by_type(wf, "SamplerCustomAdvanced")
@@ -202,15 +223,15 @@ def test_base_with_negative_prompt():
 
 def test_base_vs_turbo_shares_prompt_and_seed():
     wf = load("z_image_base_vs_turbo.json")
-    (turbo,) = by_type(wf, "ZImageTurboSampler")
-    (guider,) = by_type(wf, "ZImageCFGGuider")
+    (turbo,) = by_type(wf, "ZINodesTurboSampler")
+    (guider,) = by_type(wf, "ZINodesCFGGuider")
     (noise,) = by_type(wf, "RandomNoise")
     assert source_of(wf, turbo, "positive") == source_of(wf, guider, "positive")
     assert source_of(wf, turbo, "negative") == source_of(wf, guider, "negative")  # wired, ignored by Turbo
     seed_turbo, seed_base = source_of(wf, turbo, "seed"), source_of(wf, noise, "noise_seed")
     assert seed_turbo == seed_base and seed_turbo[0]["type"] == "PrimitiveNode"
     assert turbo["widgets_values"][0] == noise["widgets_values"][0] == seed_turbo[0]["widgets_values"][0]
-    variants = sorted(n["widgets_values"][3] for n in by_type(wf, "ZImageLoader"))
+    variants = sorted(n["widgets_values"][3] for n in by_type(wf, "ZINodesLoader"))
     assert variants == ["base", "turbo"]
     prefixes = [n["widgets_values"][0] for n in by_type(wf, "SaveImage")]
     assert len(prefixes) == 2 and len(set(prefixes)) == 2
@@ -225,10 +246,10 @@ def test_sd_negative_prompt_with_cfg_guider():
     (ckpt,) = by_type(wf, "CheckpointLoaderSimple")
     assert ckpt["widgets_values"] == ["v1-5-pruned-emaonly-fp16.safetensors"]
     assert by_title(wf, "Positive")["widgets_values"] == ["Portrait photo of a man."]
-    (neg_prompt,) = by_type(wf, "ZImageNegativePrompt")
+    (neg_prompt,) = by_type(wf, "ZINodesNegativePrompt")
     assert neg_prompt["widgets_values"][0] == "clip" and neg_prompt["widgets_values"][-1] == "mustache"
     assert source_of(wf, by_title(wf, "Negative"), "text") == (neg_prompt, 0)
-    (guider,) = by_type(wf, "ZImageCFGGuider")
+    (guider,) = by_type(wf, "ZINodesCFGGuider")
     assert 6.0 <= guider["widgets_values"][0] <= 8.0
     assert by_type(wf, "EmptyLatentImage")[0]["widgets_values"] == [512, 512, 1]
     assert source_of(wf, guider, "model") == (ckpt, 0)
@@ -236,27 +257,53 @@ def test_sd_negative_prompt_with_cfg_guider():
 
 # -- conversion, on a table of definitions ---------------------------------------------------------
 
-DEFS = wc.TableDefinitions({
-    "Loader": {"required": {"name": (["a.safetensors", "b.safetensors"],)}},
-    "Encode": {"required": {"text": ("STRING", {"multiline": True}), "clip": ("CLIP",)}},
-    "Sampler": {"required": {
-        "model": ("MODEL",), "seed": ("INT", {"default": 0, "control_after_generate": True}),
-        "steps": ("INT", {"default": 20}), "cfg": ("FLOAT", {"default": 8.0}),
-        "sampler_name": (["euler", "heun"],), "positive": ("CONDITIONING",), "latent": ("LATENT",),
-    }, "optional": {"negative": ("CONDITIONING",)}},
-    "Noise": {"required": {"noise_seed": ("INT", {"default": 0})}},  # seed name: control widget implied
-    "Pick": {"required": {"choice": ("COMBO", {"options": ["x", "y"], "control_after_generate": True}),
-                          "image": (["p.png"], {"image_upload": True})}},
-    "Scale": {"required": {"latent": ("LATENT",), "factor": ("FLOAT", {"default": 1.0}),
-                           "count": ("INT", {"forceInput": True})}},
-    "Empty": {"required": {"width": ("INT", {"default": 512}), "height": ("INT", {"default": 512})}},
-    "Save": {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {"default": "ComfyUI"})}},
-}, {"Sampler": "My Sampler"})
+DEFS = wc.TableDefinitions(
+    {
+        "Loader": {"required": {"name": (["a.safetensors", "b.safetensors"],)}},
+        "Encode": {"required": {"text": ("STRING", {"multiline": True}), "clip": ("CLIP",)}},
+        "Sampler": {
+            "required": {
+                "model": ("MODEL",),
+                "seed": ("INT", {"default": 0, "control_after_generate": True}),
+                "steps": ("INT", {"default": 20}),
+                "cfg": ("FLOAT", {"default": 8.0}),
+                "sampler_name": (["euler", "heun"],),
+                "positive": ("CONDITIONING",),
+                "latent": ("LATENT",),
+            },
+            "optional": {"negative": ("CONDITIONING",)},
+        },
+        "Noise": {"required": {"noise_seed": ("INT", {"default": 0})}},  # seed name: control widget implied
+        "Pick": {
+            "required": {
+                "choice": ("COMBO", {"options": ["x", "y"], "control_after_generate": True}),
+                "image": (["p.png"], {"image_upload": True}),
+            }
+        },
+        "Scale": {
+            "required": {
+                "latent": ("LATENT",),
+                "factor": ("FLOAT", {"default": 1.0}),
+                "count": ("INT", {"forceInput": True}),
+            }
+        },
+        "Empty": {"required": {"width": ("INT", {"default": 512}), "height": ("INT", {"default": 512})}},
+        "Save": {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {"default": "ComfyUI"})}},
+    },
+    {"Sampler": "My Sampler"},
+)
 
 
 def node(id_, type_, inputs=(), outputs=(), widgets=(), mode=0, title=None):
-    n = {"id": id_, "type": type_, "mode": mode, "inputs": [dict(i) for i in inputs],
-         "outputs": [dict(o) for o in outputs], "widgets_values": list(widgets), "properties": {}}
+    n = {
+        "id": id_,
+        "type": type_,
+        "mode": mode,
+        "inputs": [dict(i) for i in inputs],
+        "outputs": [dict(o) for o in outputs],
+        "widgets_values": list(widgets),
+        "properties": {},
+    }
     if title:
         n["title"] = title
     return n
@@ -275,13 +322,26 @@ def graph(nodes, links):
 
 def sampler_graph(loader_mode=0, extra_nodes=(), extra_links=(), seed_link=None, model_link=1):
     nodes = [
-        node(1, "Loader", outputs=[{"name": "MODEL", "type": "MODEL", "links": [1]}], widgets=["b.safetensors"],
-             mode=loader_mode),
-        node(2, "Sampler", inputs=[socket("model", "MODEL", model_link), socket("positive", "CONDITIONING"),
-                                   socket("latent", "LATENT"), socket("negative", "CONDITIONING")]
-             + ([socket("seed", "INT", seed_link, widget=True)] if seed_link else []),
-             outputs=[{"name": "LATENT", "type": "LATENT", "links": []}],
-             widgets=[5, "randomize", 12, 6.5, "heun"]),
+        node(
+            1,
+            "Loader",
+            outputs=[{"name": "MODEL", "type": "MODEL", "links": [1]}],
+            widgets=["b.safetensors"],
+            mode=loader_mode,
+        ),
+        node(
+            2,
+            "Sampler",
+            inputs=[
+                socket("model", "MODEL", model_link),
+                socket("positive", "CONDITIONING"),
+                socket("latent", "LATENT"),
+                socket("negative", "CONDITIONING"),
+            ]
+            + ([socket("seed", "INT", seed_link, widget=True)] if seed_link else []),
+            outputs=[{"name": "LATENT", "type": "LATENT", "links": []}],
+            widgets=[5, "randomize", 12, 6.5, "heun"],
+        ),
         node(3, "Note", widgets=["read me"]),
         *extra_nodes,
     ]
@@ -308,8 +368,12 @@ def test_companion_counts_follow_the_editor():
 
 
 def test_wired_widget_takes_the_link_and_primitive_values_flow_in():
-    primitive = node(4, "PrimitiveNode", outputs=[{"name": "INT", "type": "INT", "links": [2], "widget": {"name": "seed"}}],
-                     widgets=[777, "fixed"])
+    primitive = node(
+        4,
+        "PrimitiveNode",
+        outputs=[{"name": "INT", "type": "INT", "links": [2], "widget": {"name": "seed"}}],
+        widgets=[777, "fixed"],
+    )
     wf = sampler_graph(extra_nodes=[primitive], extra_links=[[2, 4, 0, 2, 4, "INT"]], seed_link=2)
     api = wc.ui_to_api(wf, DEFS)
     assert api["2"]["inputs"]["seed"] == 777
@@ -334,11 +398,26 @@ def test_muted_nodes_drop_out_with_the_inputs_they_fed():
 def test_bypassed_nodes_pass_their_matching_input_through():
     nodes = [
         node(1, "Empty", outputs=[{"name": "LATENT", "type": "LATENT", "links": [1]}], widgets=[64, 64]),
-        node(2, "Scale", inputs=[socket("latent", "LATENT", 1), socket("count", "INT")],
-             outputs=[{"name": "LATENT", "type": "LATENT", "links": [2]}], widgets=[2.0], mode=4),
-        node(3, "Sampler", inputs=[socket("model", "MODEL"), socket("positive", "CONDITIONING"), socket("latent", "LATENT", 2),
-                                   socket("negative", "CONDITIONING")],
-             outputs=[{"name": "LATENT", "type": "LATENT", "links": []}], widgets=[1, "fixed", 4, 1.0, "euler"]),
+        node(
+            2,
+            "Scale",
+            inputs=[socket("latent", "LATENT", 1), socket("count", "INT")],
+            outputs=[{"name": "LATENT", "type": "LATENT", "links": [2]}],
+            widgets=[2.0],
+            mode=4,
+        ),
+        node(
+            3,
+            "Sampler",
+            inputs=[
+                socket("model", "MODEL"),
+                socket("positive", "CONDITIONING"),
+                socket("latent", "LATENT", 2),
+                socket("negative", "CONDITIONING"),
+            ],
+            outputs=[{"name": "LATENT", "type": "LATENT", "links": []}],
+            widgets=[1, "fixed", 4, 1.0, "euler"],
+        ),
     ]
     api = wc.ui_to_api(graph(nodes, [[1, 1, 0, 2, 0, "LATENT"], [2, 2, 0, 3, 2, "LATENT"]]), DEFS)
     assert set(api) == {"1", "3"}
@@ -394,7 +473,7 @@ def test_overrides_by_id_title_and_type():
     assert wc.parse_override("Positive.text=a cat") == ("Positive", "text", "a cat")
     assert wc.parse_override("4.seed=5") == ("4", "seed", 5)
     assert wc.parse_override("My.Node.cfg=2.5") == ("My.Node", "cfg", 2.5)
-    assert wc.parse_override('x.flag=true') == ("x", "flag", True)
+    assert wc.parse_override("x.flag=true") == ("x", "flag", True)
     for bad in ("noequals", "nodot=3", ".x=1"):
         with pytest.raises(ValueError):
             wc.parse_override(bad)
@@ -411,8 +490,11 @@ def test_overrides_by_id_title_and_type():
 
 
 def test_seed_offsets_advance_every_seed_and_wrap():
-    api = {"1": {"class_type": "A", "inputs": {"seed": 5}}, "2": {"class_type": "B", "inputs": {"noise_seed": wc.SEED_MAX}},
-           "3": {"class_type": "C", "inputs": {"seed": ["1", 0]}}}
+    api = {
+        "1": {"class_type": "A", "inputs": {"seed": 5}},
+        "2": {"class_type": "B", "inputs": {"noise_seed": wc.SEED_MAX}},
+        "3": {"class_type": "C", "inputs": {"seed": ["1", 0]}},
+    }
     out = wc.with_seed_offset(api, 2)
     assert out["1"]["inputs"]["seed"] == 7 and out["2"]["inputs"]["noise_seed"] == 1
     assert out["3"]["inputs"]["seed"] == ["1", 0]
@@ -422,23 +504,40 @@ def test_seed_offsets_advance_every_seed_and_wrap():
 def test_demo_models_replace_zimage_loader_files_by_variant():
     names = {"turbo": "T.safetensors", "base": "B.safetensors", "text_encoder": "Q.safetensors", "vae": "V.safetensors"}
     api = {
-        "1": {"class_type": "ZImageLoader", "inputs": {"diffusion_model": "z_image_turbo_bf16.safetensors", "variant": "auto"}},
-        "2": {"class_type": "ZImageLoader", "inputs": {"diffusion_model": "Z-Image/", "variant": "base"}},
-        "3": {"class_type": "ZImageLoader", "inputs": {"diffusion_model": "my_z_image_base.safetensors", "variant": "auto"}},
+        "1": {
+            "class_type": "ZINodesLoader",
+            "inputs": {"diffusion_model": "z_image_turbo_bf16.safetensors", "variant": "auto"},
+        },
+        "2": {"class_type": "ZINodesLoader", "inputs": {"diffusion_model": "Z-Image/", "variant": "base"}},
+        "3": {
+            "class_type": "ZINodesLoader",
+            "inputs": {"diffusion_model": "my_z_image_base.safetensors", "variant": "auto"},
+        },
         "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd.safetensors"}},
     }
     assert len(wc.use_demo_models(api, names)) == 3
     assert [api[k]["inputs"]["diffusion_model"] for k in "123"] == ["T.safetensors", "B.safetensors", "B.safetensors"]
     assert api["1"]["inputs"]["text_encoder"] == "Q.safetensors" and api["2"]["inputs"]["vae"] == "V.safetensors"
-    assert wc.model_file_inputs(api) == [{"node_id": "4", "class_type": "CheckpointLoaderSimple", "input": "ckpt_name",
-                                          "name": "sd.safetensors", "directory": "checkpoints"}]
+    assert wc.model_file_inputs(api) == [
+        {
+            "node_id": "4",
+            "class_type": "CheckpointLoaderSimple",
+            "input": "ckpt_name",
+            "name": "sd.safetensors",
+            "directory": "checkpoints",
+        }
+    ]
 
 
 def test_runner_keeps_the_pack_root_off_sys_path(monkeypatch):
-    spec = importlib.util.spec_from_file_location("zimage_run_workflow_hostfree", PACK_DIR / "scripts" / "run_workflow.py")
+    spec = importlib.util.spec_from_file_location(
+        "zimage_run_workflow_hostfree", PACK_DIR / "tools" / "run_workflow.py"
+    )
     runner = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(runner)
-    monkeypatch.setattr(sys, "path", [str(PACK_DIR), str(PACK_DIR / "scripts"), "/somewhere/else"])
+    monkeypatch.setattr(sys, "path", [str(PACK_DIR), str(PACK_DIR / "tools"), "/somewhere/else"])
     runner._keep_pack_root_off_sys_path()
     assert sys.path == ["/somewhere/else"]
-    assert runner.build_parser().parse_args(["w.json", "--set", "a.b=1", "--set", "c.d=2", "--count", "3"]).overrides == ["a.b=1", "c.d=2"]
+    assert runner.build_parser().parse_args(
+        ["w.json", "--set", "a.b=1", "--set", "c.d=2", "--count", "3"]
+    ).overrides == ["a.b=1", "c.d=2"]

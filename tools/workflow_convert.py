@@ -21,6 +21,7 @@ from a table. What the conversion mirrors (ComfyUI frontend 1.35, graphToPrompt)
   its source, a PrimitiveNode's value is written into the widgets it feeds.
 - Subgraphs and legacy group nodes are not supported (unpack them in the editor first).
 """
+
 from __future__ import annotations
 
 import copy
@@ -35,8 +36,20 @@ VIRTUAL_TYPES = NOTE_TYPES | {"Reroute", "PrimitiveNode"}
 
 # Input types the editor draws as widgets (ComfyWidgets in the frontend); anything else is a socket.
 WIDGET_TYPES = frozenset(
-    {"INT", "FLOAT", "BOOLEAN", "STRING", "COMBO", "MARKDOWN", "IMAGEUPLOAD", "COLOR", "IMAGECOMPARE",
-     "CHART", "GALLERIA", "TEXTAREA"}
+    {
+        "INT",
+        "FLOAT",
+        "BOOLEAN",
+        "STRING",
+        "COMBO",
+        "MARKDOWN",
+        "IMAGEUPLOAD",
+        "COLOR",
+        "IMAGECOMPARE",
+        "CHART",
+        "GALLERIA",
+        "TEXTAREA",
+    }
 )
 SEED_NAMES = ("seed", "noise_seed")
 UPLOAD_OPTIONS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload", "file_upload")
@@ -65,7 +78,7 @@ CORE_MODEL_INPUTS = {
     ("StyleModelLoader", "style_model_name"): "style_models",
 }
 MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
-ZIMAGE_LOADER = "ZImageLoader"
+ZIMAGE_LOADER = "ZINodesLoader"
 
 
 class ConversionError(ValueError):
@@ -154,8 +167,11 @@ def widget_extras(name: str, kind, opts: dict) -> int:
 def widget_list(input_types: dict, include_force_input: bool = False) -> list[Widget]:
     out = []
     for name, kind, opts, _ in ordered_inputs(input_types):
-        if is_widget(kind, opts) or (include_force_input and opts.get("forceInput") and
-                                      _type_name(opts.get("widgetType") or kind) in WIDGET_TYPES):
+        if is_widget(kind, opts) or (
+            include_force_input
+            and opts.get("forceInput")
+            and _type_name(opts.get("widgetType") or kind) in WIDGET_TYPES
+        ):
             extras = 0 if opts.get("forceInput") else widget_extras(name, kind, opts)
             out.append(Widget(name, extras, _default(kind, opts)))
     return out
@@ -163,8 +179,11 @@ def widget_list(input_types: dict, include_force_input: bool = False) -> list[Wi
 
 def socket_list(input_types: dict) -> list[tuple[str, str, bool]]:
     """(name, type, optional) of the inputs the editor draws as sockets, in its order."""
-    return [(name, _type_name(kind), optional) for name, kind, opts, optional in ordered_inputs(input_types)
-            if not is_widget(kind, opts)]
+    return [
+        (name, _type_name(kind), optional)
+        for name, kind, opts, optional in ordered_inputs(input_types)
+        if not is_widget(kind, opts)
+    ]
 
 
 def widget_value_count(input_types: dict) -> int:
@@ -227,8 +246,7 @@ class TableDefinitions:
 
 def is_api_prompt(data) -> bool:
     return (
-        isinstance(data, dict) and bool(data)
-        and all(isinstance(v, dict) and "class_type" in v for v in data.values())
+        isinstance(data, dict) and bool(data) and all(isinstance(v, dict) and "class_type" in v for v in data.values())
     )
 
 
@@ -241,8 +259,13 @@ def link_table(workflow: dict) -> dict[int, tuple]:
     table = {}
     for link in workflow.get("links") or []:
         if isinstance(link, dict):
-            table[link["id"]] = (link["origin_id"], link["origin_slot"], link["target_id"], link["target_slot"],
-                                 link.get("type"))
+            table[link["id"]] = (
+                link["origin_id"],
+                link["origin_slot"],
+                link["target_id"],
+                link["target_slot"],
+                link.get("type"),
+            )
         elif isinstance(link, (list, tuple)) and len(link) >= 5:
             table[link[0]] = (link[1], link[2], link[3], link[4], link[5] if len(link) > 5 else None)
     return table
@@ -288,8 +311,9 @@ class _Graph:
     def link(self, link_id, node):
         link = self.links.get(link_id)
         if link is None:
-            raise ConversionError(f"input refers to link {link_id}, which is not in the workflow",
-                                  node.get("id"), node.get("type"))
+            raise ConversionError(
+                f"input refers to link {link_id}, which is not in the workflow", node.get("id"), node.get("type")
+            )
         return link
 
     # Mirrors ExecutableNodeDTO.resolveInput / resolveOutput. Returns ("link", node_id, slot),
@@ -306,8 +330,9 @@ class _Graph:
         if link_id is None:
             return None
         origin_id, origin_slot, _, _, _ = self.link(link_id, node)
-        return self.resolve_output(self.node(origin_id), origin_slot,
-                                   type_ if type_ is not None else inputs[slot].get("type"), visited)
+        return self.resolve_output(
+            self.node(origin_id), origin_slot, type_ if type_ is not None else inputs[slot].get("type"), visited
+        )
 
     def resolve_output(self, node, slot: int, type_, visited: set):
         key = (str(node["id"]), "O", slot)
@@ -378,7 +403,8 @@ def map_widget_values(node: dict, input_types: dict, warnings: list | None = Non
             raise ConversionError(
                 f"widgets_values has {len(values)} entries but the node's definition has {expected} "
                 f"widget values ({names}); was the workflow saved with another version of the node?",
-                node_id, node_type,
+                node_id,
+                node_type,
             )
     out, i = {}, 0
     for w in widgets:
@@ -387,7 +413,9 @@ def map_widget_values(node: dict, input_types: dict, warnings: list | None = Non
         else:
             out[w.name] = w.default
             if warnings is not None:
-                warnings.append(f"node {node_id} ({node_type}): no saved value for '{w.name}', using its default {w.default!r}")
+                warnings.append(
+                    f"node {node_id} ({node_type}): no saved value for '{w.name}', using its default {w.default!r}"
+                )
         i += 1 + w.extras
     return out
 
@@ -402,17 +430,26 @@ def ui_to_api(workflow: dict, definitions, warnings: list | None = None) -> dict
         node_type = node.get("type")
         mode = node.get("mode", MODE_NORMAL)
         if node_type in graph.subgraph_ids:
-            raise ConversionError("subgraphs are not supported; unpack the subgraph in the editor "
-                                  "(right-click > Unpack Subgraph) and save again", key, node_type)
+            raise ConversionError(
+                "subgraphs are not supported; unpack the subgraph in the editor "
+                "(right-click > Unpack Subgraph) and save again",
+                key,
+                node_type,
+            )
         if node_type in VIRTUAL_TYPES or mode in (MODE_MUTED, MODE_BYPASS):
             continue
         if isinstance(node_type, str) and node_type.startswith(("workflow>", "workflow/")):
-            raise ConversionError("legacy group nodes are not supported; convert the group node back "
-                                  "to nodes in the editor and save again", key, node_type)
+            raise ConversionError(
+                "legacy group nodes are not supported; convert the group node back "
+                "to nodes in the editor and save again",
+                key,
+                node_type,
+            )
         input_types = definitions.input_types(node_type)
         if input_types is None:
-            raise ConversionError("unknown node type (is the custom node pack that provides it installed?)",
-                                  key, node_type)
+            raise ConversionError(
+                "unknown node type (is the custom node pack that provides it installed?)", key, node_type
+            )
         inputs = {name: _wrap(value) for name, value in map_widget_values(node, input_types, warnings).items()}
         for slot, inp in enumerate(node.get("inputs") or []):
             if inp.get("link") is None:
@@ -442,8 +479,9 @@ def load_prompt(data: dict, definitions, warnings: list | None = None) -> dict:
         data = data["prompt"]
     if is_api_prompt(data):
         return copy.deepcopy({str(k): v for k, v in data.items()})
-    raise ConversionError("neither a UI-format workflow (nodes/links) nor an API-format prompt "
-                          "({id: {class_type, inputs}})")
+    raise ConversionError(
+        "neither a UI-format workflow (nodes/links) nor an API-format prompt ({id: {class_type, inputs}})"
+    )
 
 
 # -- edits the runner makes ----------------------------------------------------------------------
@@ -488,16 +526,21 @@ def apply_overrides(prompt: dict, overrides, definitions=None) -> list[str]:
     for node_sel, name, value in overrides:
         ids = find_nodes(prompt, node_sel)
         if not ids:
-            titles = sorted({f"{k} ({(e.get('_meta') or {}).get('title', e['class_type'])})" for k, e in prompt.items()})
-            raise ConversionError(f"--set {node_sel}.{name}: no node with that id, title or type; nodes: " + ", ".join(titles))
+            titles = sorted(
+                {f"{k} ({(e.get('_meta') or {}).get('title', e['class_type'])})" for k, e in prompt.items()}
+            )
+            raise ConversionError(
+                f"--set {node_sel}.{name}: no node with that id, title or type; nodes: " + ", ".join(titles)
+            )
         for node_id in ids:
             entry = prompt[node_id]
             if definitions is not None:
                 input_types = definitions.input_types(entry["class_type"]) or {}
                 names = [n for n, *_ in ordered_inputs(input_types)]
                 if names and name not in names:
-                    raise ConversionError(f"--set: no input '{name}'; its inputs are: {', '.join(names)}",
-                                          node_id, entry["class_type"])
+                    raise ConversionError(
+                        f"--set: no input '{name}'; its inputs are: {', '.join(names)}", node_id, entry["class_type"]
+                    )
             entry["inputs"][name] = _wrap(value)
             done.append(f"node {node_id} ({entry['class_type']}).{name} = {value!r}")
     return done
@@ -505,8 +548,12 @@ def apply_overrides(prompt: dict, overrides, definitions=None) -> list[str]:
 
 def seed_inputs(prompt: dict) -> list[tuple[str, str]]:
     """(node id, input) of every seed / noise_seed given as a number."""
-    return [(k, name) for k, e in prompt.items() for name in SEED_NAMES
-            if isinstance(e["inputs"].get(name), int) and not isinstance(e["inputs"].get(name), bool)]
+    return [
+        (k, name)
+        for k, e in prompt.items()
+        for name in SEED_NAMES
+        if isinstance(e["inputs"].get(name), int) and not isinstance(e["inputs"].get(name), bool)
+    ]
 
 
 def with_seed_offset(prompt: dict, offset: int) -> dict:
@@ -523,7 +570,7 @@ def demo_variant(variant: str, model_name: str) -> str:
     variant = str(variant or "auto").strip().lower()
     if variant in ("turbo", "base"):
         return variant
-    from .core.variants import detect_variant
+    from ..core.variants import detect_variant
 
     name = re.sub(r"[\\/]+$", "", str(model_name or "")).replace("[checkpoint] ", "")
     return detect_variant("auto", None, name).variant.name
@@ -563,8 +610,9 @@ def model_file_inputs(prompt: dict, workflow: dict | None = None) -> list[dict]:
         for name, value in entry["inputs"].items():
             if isinstance(value, str) and value.lower().endswith(MODEL_SUFFIXES):
                 directory = CORE_MODEL_INPUTS.get((ct, name)) or declared.get((node_id, value))
-                found.append({"node_id": node_id, "class_type": ct, "input": name, "name": value,
-                              "directory": directory})
+                found.append(
+                    {"node_id": node_id, "class_type": ct, "input": name, "name": value, "directory": directory}
+                )
     return found
 
 
@@ -575,6 +623,12 @@ def saved_files(outputs: dict, kinds=("images", "gifs", "videos", "audio")) -> l
         for kind in kinds:
             for item in ui.get(kind) or []:
                 if isinstance(item, dict) and "filename" in item:
-                    files.append({"node_id": node_id, "filename": item["filename"],
-                                  "subfolder": item.get("subfolder", ""), "type": item.get("type", "output")})
+                    files.append(
+                        {
+                            "node_id": node_id,
+                            "filename": item["filename"],
+                            "subfolder": item.get("subfolder", ""),
+                            "type": item.get("type", "output"),
+                        }
+                    )
     return files

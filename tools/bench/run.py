@@ -1,8 +1,8 @@
 """Z-Image Nodes benchmark: the pack's nodes against ComfyUI's own (and diffusers' on a GPU).
 
-    python bench/run.py [--comfyui PATH] [--quick] [--gpu] [--threads N]
+    python tools/bench/run.py [--comfyui PATH] [--quick] [--gpu] [--threads N]
 
-Sections (one table each, printed and, for a full run, written to bench/RESULTS.md):
+Sections (one table each, printed and, for a full run, written to tools/bench/RESULTS.md):
   1. Turbo: ZImageTurboSampler vs ModelSamplingAuraFlow(3) + KSampler(cfg 1): time, forwards.
   2. Guided Base: ZImageCFGGuider (batched, unbatched, truncation 0.9/0.5) vs CFGGuider at cfg 5.
   3. The blend: core cfg_blend vs `uncond + (cond - uncond) * cfg`: time and bytes allocated.
@@ -15,6 +15,7 @@ section 5, in this process). Nothing here asserts: it measures and prints.
 
 The pack is loaded by ComfyUI's own custom-node loader (headless.boot), never via sys.path.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,29 +34,65 @@ BENCH = Path(__file__).resolve().parent
 if str(BENCH) not in sys.path:  # running as a script already puts bench/ first; importing does not
     sys.path.insert(0, str(BENCH))
 
-import torch  # noqa: E402
-
 import bench_common as bc  # noqa: E402
+import torch  # noqa: E402
 
 # Small model for the CPU sections: width 512 = 4 heads of 128, 2 main layers, 1+1 refiners.
 CPU_MODEL = dict(dim=512, n_layers=2, n_refiner_layers=1, n_heads=4, cap_feat_dim=64)
 POS_TOKENS, NEG_TOKENS = 60, 20
 
-FULL = dict(side=256, turbo_steps=8, turbo_rounds=7, guided_steps=28, guided_rounds=4, overhead_rounds=31,
-            blend_rounds=15, blend_calls=20, inspect_reps=30, gpu_rounds=3)
-QUICK = dict(side=128, turbo_steps=8, turbo_rounds=2, guided_steps=8, guided_rounds=1, overhead_rounds=5,
-             blend_rounds=3, blend_calls=5, inspect_reps=5, gpu_rounds=1)
+FULL = dict(
+    side=256,
+    turbo_steps=8,
+    turbo_rounds=7,
+    guided_steps=28,
+    guided_rounds=4,
+    overhead_rounds=31,
+    blend_rounds=15,
+    blend_calls=20,
+    inspect_reps=30,
+    gpu_rounds=3,
+)
+QUICK = dict(
+    side=128,
+    turbo_steps=8,
+    turbo_rounds=2,
+    guided_steps=8,
+    guided_rounds=1,
+    overhead_rounds=5,
+    blend_rounds=3,
+    blend_calls=5,
+    inspect_reps=5,
+    gpu_rounds=1,
+)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--comfyui", help="ComfyUI checkout (default: $COMFYUI_PATH, the ComfyUI this pack sits in, ../ComfyUI)")
-    p.add_argument("--quick", action="store_true", help="smoke run (< 1 min on 2 cores): fewer repetitions, 128x128, 8 guided steps; not for quoting")
-    p.add_argument("--gpu", action="store_true", help="run only section 5 (GPU), booting ComfyUI on the GPU in this process")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--comfyui", help="ComfyUI checkout (default: $COMFYUI_PATH, the ComfyUI this pack sits in, ../ComfyUI)"
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (< 1 min on 2 cores): fewer repetitions, 128x128, 8 guided steps; not for quoting",
+    )
+    p.add_argument(
+        "--gpu", action="store_true", help="run only section 5 (GPU), booting ComfyUI on the GPU in this process"
+    )
     p.add_argument("--no-gpu", action="store_true", help="skip section 5 even when CUDA is available")
-    p.add_argument("--gpu-dry-run", action="store_true", help="run section 5's code on the CPU with a tiny model (checks the code path; numbers mean nothing)")
+    p.add_argument(
+        "--gpu-dry-run",
+        action="store_true",
+        help="run section 5's code on the CPU with a tiny model (checks the code path; numbers mean nothing)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: see RESULTS.md for why)")
-    p.add_argument("--results", help="write the markdown report here (default: bench/RESULTS.md for a full CPU run, nowhere for --quick)")
+    p.add_argument(
+        "--results",
+        help="write the markdown report here (default: tools/bench/RESULTS.md for a full CPU run, nowhere for --quick)",
+    )
     p.add_argument("--json-out", help=argparse.SUPPRESS)  # used by the parent for the GPU child process
     return p.parse_args(argv)
 
@@ -73,7 +110,11 @@ class _QuietBoot(logging.Filter):
         self.dropped = 0
 
     def filter(self, record):
-        if record.levelno < logging.ERROR or "IMPORT FAILED" in record.getMessage() or "Traceback" in record.getMessage():
+        if (
+            record.levelno < logging.ERROR
+            or "IMPORT FAILED" in record.getMessage()
+            or "Traceback" in record.getMessage()
+        ):
             self.dropped += 1
             return False
         return True
@@ -103,7 +144,7 @@ def boot(args, cpu: bool):
 
 def command_line(argv) -> str:
     shown = [a for a in argv if not a.startswith("--json-out")]
-    return "python bench/run.py" + ("" if not shown else " " + " ".join(shlex.quote(a) for a in shown))
+    return "python tools/bench/run.py" + ("" if not shown else " " + " ".join(shlex.quote(a) for a in shown))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,30 +190,54 @@ def render_turbo(r: dict, title_suffix: str = "") -> str:
     t, c = r["times"], r["counts"]
     base = bc.median(t["official"])
     rows = []
-    labels = {"official": "ComfyUI template: ModelSamplingAuraFlow(3) + KSampler (cfg 1, euler, simple)",
-              "ours": "ZImageTurboSampler (shift 3, euler)"}
+    labels = {
+        "official": "ComfyUI template: ModelSamplingAuraFlow(3) + KSampler (cfg 1, euler, simple)",
+        "ours": "ZImageTurboSampler (shift 3, euler)",
+    }
     for n in ("official", "ours"):
         same = "-" if n == "official" else ("identical" if r["max_diff"] == 0 else f"max abs diff {r['max_diff']:.2e}")
-        rows.append([labels[n], bc.fmt_s(bc.median(t[n])), _pm(bc.spread(t[n])), bc.fmt_s(min(t[n])),
-                     f"{bc.median(t[n]) / base:.3f}", c[n]["desc"], same])
-    return (f"## 1. Turbo: {r['steps']} steps{title_suffix}\n\n"
-            f"{len(t['ours'])} timed rounds.\n\n"
-            + bc.md_table(["path", "median", "+-", "min", "ratio vs template (medians)", "NextDiT.forward calls",
-                          "output vs template"], rows))
+        rows.append(
+            [
+                labels[n],
+                bc.fmt_s(bc.median(t[n])),
+                _pm(bc.spread(t[n])),
+                bc.fmt_s(min(t[n])),
+                f"{bc.median(t[n]) / base:.3f}",
+                c[n]["desc"],
+                same,
+            ]
+        )
+    return f"## 1. Turbo: {r['steps']} steps{title_suffix}\n\n{len(t['ours'])} timed rounds.\n\n" + bc.md_table(
+        ["path", "median", "+-", "min", "ratio vs template (medians)", "NextDiT.forward calls", "output vs template"],
+        rows,
+    )
 
 
 def render_overhead(r: dict, ref: str) -> str:
     t = r["times"]
-    labels = r.get("labels") or {"official": "ComfyUI template (ModelSamplingAuraFlow + KSampler)", "ours": "ZImageTurboSampler"}
+    labels = r.get("labels") or {
+        "official": "ComfyUI template (ModelSamplingAuraFlow + KSampler)",
+        "ours": "ZINodesTurboSampler",
+    }
     base = bc.median(t[ref])
-    rows = [[labels[n], bc.fmt_s(bc.median(t[n])), _pm(bc.spread(t[n])), bc.fmt_s(min(t[n])), f"{bc.median(t[n]) / base:.3f}"]
-            for n in labels]
-    return (f"Overhead, the same runs with `NextDiT.forward` stubbed out (returns zeros; {len(t[ref])} rounds): what each "
-            "path costs around the model: node, guider, ComfyUI's condition handling and sampler, and for the batched "
-            "guider building the batch and splitting its output. Everything inside `NextDiT.forward` is model time and "
-            "stubbed with it: ComfyUI's patchify/embedding and, for the batched guider, its DIFFUSION_MODEL wrapper "
-            "(`zimage_batched.batched_forward`: per-sample caption padding, masks, RoPE ids).\n\n"
-            + bc.md_table(["path", "median", "+-", "min", "ratio"], rows))
+    rows = [
+        [
+            labels[n],
+            bc.fmt_s(bc.median(t[n])),
+            _pm(bc.spread(t[n])),
+            bc.fmt_s(min(t[n])),
+            f"{bc.median(t[n]) / base:.3f}",
+        ]
+        for n in labels
+    ]
+    return (
+        f"Overhead, the same runs with `NextDiT.forward` stubbed out (returns zeros; {len(t[ref])} rounds): what each "
+        "path costs around the model: node, guider, ComfyUI's condition handling and sampler, and for the batched "
+        "guider building the batch and splitting its output. Everything inside `NextDiT.forward` is model time and "
+        "stubbed with it: ComfyUI's patchify/embedding and, for the batched guider, its DIFFUSION_MODEL wrapper "
+        "(`zimage_batched.batched_forward`: per-sample caption padding, masks, RoPE ids).\n\n"
+        + bc.md_table(["path", "median", "+-", "min", "ratio"], rows)
+    )
 
 
 def render_guided(r: dict, title_suffix: str = "") -> str:
@@ -184,20 +249,40 @@ def render_guided(r: dict, title_suffix: str = "") -> str:
     for n, label in r["labels"].items():
         negs = c[n]["samples"] - steps
         rel = r["diffs"][n] / r["ref_scale"] if r["ref_scale"] else float("nan")
-        rows.append([
-            label, bc.fmt_s(bc.median(t[n])), _pm(bc.spread(t[n])), bc.fmt_s(min(t[n])), f"{bc.median(t[n]) / base:.3f}",
-            c[n]["desc"],
-            str(negs), str(comfy_negs - negs),
-            "-" if n == "comfy" else f"{rel:.1e}" + (" (truncated: by design)" if negs < comfy_negs else ""),
-        ])
+        rows.append(
+            [
+                label,
+                bc.fmt_s(bc.median(t[n])),
+                _pm(bc.spread(t[n])),
+                bc.fmt_s(min(t[n])),
+                f"{bc.median(t[n]) / base:.3f}",
+                c[n]["desc"],
+                str(negs),
+                str(comfy_negs - negs),
+                "-" if n == "comfy" else f"{rel:.1e}" + (" (truncated: by design)" if negs < comfy_negs else ""),
+            ]
+        )
     guided_steps = {n: c[n]["samples"] - steps for n in r["labels"]}
     return (
         f"## 2. Guided Base: cfg {r['cfg']:g}, {steps} steps, shift {r['shift']:g}, euler, simple, SamplerCustomAdvanced{title_suffix}\n\n"
         f"Same model, noise, sigmas and sampler for every guider; {len(t['comfy'])} timed rounds. "
-        f"\"negative evals\" = samples run through the model minus one per step (the positive).\n\n"
-        + bc.md_table(["guider", "median", "+-", "min", "ratio vs CFGGuider (medians)", "NextDiT.forward calls", "negative evals",
-                       "negatives saved", "max abs diff vs CFGGuider (rel.)"], rows)
-        + "\n\n" + _truncation_note(r, guided_steps)
+        f'"negative evals" = samples run through the model minus one per step (the positive).\n\n'
+        + bc.md_table(
+            [
+                "guider",
+                "median",
+                "+-",
+                "min",
+                "ratio vs CFGGuider (medians)",
+                "NextDiT.forward calls",
+                "negative evals",
+                "negatives saved",
+                "max abs diff vs CFGGuider (rel.)",
+            ],
+            rows,
+        )
+        + "\n\n"
+        + _truncation_note(r, guided_steps)
     )
 
 
@@ -206,11 +291,15 @@ def _truncation_note(r: dict, guided: dict) -> str:
     parts = []
     for name, c in (("ours_t09", 0.9), ("ours_t05", 0.5)):
         if name in guided:
-            parts.append(f"cfg_truncation {c}: guidance on while 1 - sigma <= {c}, i.e. {guided[name]} of {len(sig)} steps")
+            parts.append(
+                f"cfg_truncation {c}: guidance on while 1 - sigma <= {c}, i.e. {guided[name]} of {len(sig)} steps"
+            )
     last = sig[-1] if sig else float("nan")
-    return (f"Truncation on this schedule: the last non-zero sigma is {last:.3f} (shift {r['shift']:g}), so 1 - sigma never "
-            f"exceeds {1 - last:.3f}. " + "; ".join(parts) + ". On truncated steps the guided prediction is the positive "
-            "alone, so those runs differ from CFGGuider's by design.")
+    return (
+        f"Truncation on this schedule: the last non-zero sigma is {last:.3f} (shift {r['shift']:g}), so 1 - sigma never "
+        f"exceeds {1 - last:.3f}. " + "; ".join(parts) + ". On truncated steps the guided prediction is the positive "
+        "alone, so those runs differ from CFGGuider's by design."
+    )
 
 
 def _within_noise(ratio: float, *spreads: float) -> tuple[str, str]:
@@ -221,8 +310,15 @@ def _within_noise(ratio: float, *spreads: float) -> tuple[str, str]:
     return ("yes" if ratio <= 1 + noise else "NO"), f"noise +-{100 * noise:.1f}%"
 
 
-def render_summary(turbo: dict, guided: dict, blend_rows: list, inspect_rows: list, gpu: dict | None,
-                   turbo_oh: dict | None = None, guided_oh: dict | None = None) -> str:
+def render_summary(
+    turbo: dict,
+    guided: dict,
+    blend_rows: list,
+    inspect_rows: list,
+    gpu: dict | None,
+    turbo_oh: dict | None = None,
+    guided_oh: dict | None = None,
+) -> str:
     rows = []
     t = turbo["times"]
     ratio = bc.median(t["ours"]) / bc.median(t["official"])
@@ -232,47 +328,105 @@ def render_summary(turbo: dict, guided: dict, blend_rows: list, inspect_rows: li
         t = turbo_oh["times"]
         ratio = bc.median(t["ours"]) / bc.median(t["official"])
         ok, noise = _within_noise(ratio, bc.spread(t["ours"]), bc.spread(t["official"]))
-        rows.append(["1. Turbo overhead (NextDiT.forward stubbed), ours / template", "<= 1.00 within noise",
-                     f"{ratio:.3f} ({bc.fmt_s(bc.median(t['ours']))} vs {bc.fmt_s(bc.median(t['official']))}; {noise})", ok])
+        rows.append(
+            [
+                "1. Turbo overhead (NextDiT.forward stubbed), ours / template",
+                "<= 1.00 within noise",
+                f"{ratio:.3f} ({bc.fmt_s(bc.median(t['ours']))} vs {bc.fmt_s(bc.median(t['official']))}; {noise})",
+                ok,
+            ]
+        )
     calls = turbo["counts"]["ours"]["calls"]
-    rows.append(["1. Turbo forward calls", f"= steps ({turbo['steps']})", f"{calls} ({turbo['counts']['ours']['desc']})",
-                 "yes" if calls == turbo["steps"] and turbo["counts"]["ours"]["samples"] == turbo["steps"] else "NO"])
+    rows.append(
+        [
+            "1. Turbo forward calls",
+            f"= steps ({turbo['steps']})",
+            f"{calls} ({turbo['counts']['ours']['desc']})",
+            "yes" if calls == turbo["steps"] and turbo["counts"]["ours"]["samples"] == turbo["steps"] else "NO",
+        ]
+    )
     c, steps = guided["counts"], guided["steps"]
-    rows.append(["2. Guided forwards, ZImageCFGGuider", f"{steps} x b2", c["ours"]["desc"],
-                 "yes" if c["ours"]["desc"] == f"{steps} x b2" else "NO"])
-    rows.append(["2. Guided forwards, ComfyUI CFGGuider", f"{2 * steps} x b1", c["comfy"]["desc"],
-                 "yes" if c["comfy"]["desc"] == f"{2 * steps} x b1" else "NO"])
+    rows.append(
+        [
+            "2. Guided forwards, ZImageCFGGuider",
+            f"{steps} x b2",
+            c["ours"]["desc"],
+            "yes" if c["ours"]["desc"] == f"{steps} x b2" else "NO",
+        ]
+    )
+    rows.append(
+        [
+            "2. Guided forwards, ComfyUI CFGGuider",
+            f"{2 * steps} x b1",
+            c["comfy"]["desc"],
+            "yes" if c["comfy"]["desc"] == f"{2 * steps} x b1" else "NO",
+        ]
+    )
     gt = guided["times"]
     for n in ("ours", "ours_seq", "ours_t09", "ours_t05"):
         if n not in gt:
             continue
         r = bc.median(gt[n]) / bc.median(gt["comfy"])
         ok, noise = _within_noise(r, bc.spread(gt[n]), bc.spread(gt["comfy"]))
-        saved = (c["comfy"]["samples"] - c[n]["samples"])
-        rows.append([f"2. Guided time, {guided['labels'][n]} / CFGGuider", "<= 1.00 within noise",
-                     f"{r:.3f} ({noise}; {saved} negative evals saved)", ok])
+        saved = c["comfy"]["samples"] - c[n]["samples"]
+        rows.append(
+            [
+                f"2. Guided time, {guided['labels'][n]} / CFGGuider",
+                "<= 1.00 within noise",
+                f"{r:.3f} ({noise}; {saved} negative evals saved)",
+                ok,
+            ]
+        )
     if guided_oh is not None:
         gt = guided_oh["times"]
         for n in ("ours", "ours_seq"):
             r = bc.median(gt[n]) / bc.median(gt["comfy"])
             ok, noise = _within_noise(r, bc.spread(gt[n]), bc.spread(gt["comfy"]))
-            rows.append([f"2. Guided overhead (NextDiT.forward stubbed), {guided_oh['labels'][n]} / CFGGuider",
-                         "<= 1.00 within noise",
-                         f"{r:.3f} ({bc.fmt_s(bc.median(gt[n]))} vs {bc.fmt_s(bc.median(gt['comfy']))}; {noise})", ok])
-    slower = [f"{b['dtype']} b{b['batch']} norm {'on' if b['norm'] else 'off'}" for b in blend_rows
-              if b["cfg_blend"]["time"] > b["textbook"]["time"]]
-    more_mem = [f"{b['dtype']} b{b['batch']} norm {'on' if b['norm'] else 'off'}" for b in blend_rows
-                if b["cfg_blend"]["temps"] > b["textbook"]["temps"]]
-    rows.append(["3. cfg_blend time <= textbook", "every row", "slower on: " + ", ".join(slower) if slower else "all rows",
-                 "NO" if slower else "yes"])
-    rows.append(["3. cfg_blend temporaries <= textbook", "every row", "more on: " + ", ".join(more_mem) if more_mem else "all rows",
-                 "NO" if more_mem else "yes"])
+            rows.append(
+                [
+                    f"2. Guided overhead (NextDiT.forward stubbed), {guided_oh['labels'][n]} / CFGGuider",
+                    "<= 1.00 within noise",
+                    f"{r:.3f} ({bc.fmt_s(bc.median(gt[n]))} vs {bc.fmt_s(bc.median(gt['comfy']))}; {noise})",
+                    ok,
+                ]
+            )
+    slower = [
+        f"{b['dtype']} b{b['batch']} norm {'on' if b['norm'] else 'off'}"
+        for b in blend_rows
+        if b["cfg_blend"]["time"] > b["textbook"]["time"]
+    ]
+    more_mem = [
+        f"{b['dtype']} b{b['batch']} norm {'on' if b['norm'] else 'off'}"
+        for b in blend_rows
+        if b["cfg_blend"]["temps"] > b["textbook"]["temps"]
+    ]
+    rows.append(
+        [
+            "3. cfg_blend time <= textbook",
+            "every row",
+            "slower on: " + ", ".join(slower) if slower else "all rows",
+            "NO" if slower else "yes",
+        ]
+    )
+    rows.append(
+        [
+            "3. cfg_blend temporaries <= textbook",
+            "every row",
+            "more on: " + ", ".join(more_mem) if more_mem else "all rows",
+            "NO" if more_mem else "yes",
+        ]
+    )
     small = next(r for r in inspect_rows if r["name"] == "small")
     big = next(r for r in inspect_rows if r["name"] == "sparse")
     q = big["median"] / small["median"]
-    rows.append(["4. inspect_model, 11 GiB sparse vs ~12 MiB file", "same order (< 10x)",
-                 f"{bc.fmt_s(big['median'])} vs {bc.fmt_s(small['median'])} ({q:.1f}x; {big['tensors']} vs {small['tensors']} tensors)",
-                 "yes" if q < 10 else "NO"])
+    rows.append(
+        [
+            "4. inspect_model, 11 GiB sparse vs ~12 MiB file",
+            "same order (< 10x)",
+            f"{bc.fmt_s(big['median'])} vs {bc.fmt_s(small['median'])} ({q:.1f}x; {big['tensors']} vs {small['tensors']} tensors)",
+            "yes" if q < 10 else "NO",
+        ]
+    )
     if gpu is not None and not gpu.get("dry_run"):
         by = {(r["model"], r["path"].split(":")[0]): r for r in gpu["rows"]}
         for model in ("Turbo", "Base"):
@@ -280,7 +434,9 @@ def render_summary(turbo: dict, guided: dict, blend_rows: list, inspect_rows: li
             if ours and native:
                 r = ours["median"] / native["median"]
                 ok, noise = _within_noise(r, ours["spread"], native["spread"])
-                rows.append([f"5. GPU {model}, ours / ComfyUI native", "<= 1.00 within noise", f"{r:.3f} ({noise})", ok])
+                rows.append(
+                    [f"5. GPU {model}, ours / ComfyUI native", "<= 1.00 within noise", f"{r:.3f} ({noise})", ok]
+                )
     return "## Summary against the targets\n\n" + bc.md_table(["check", "target", "measured", "met"], rows)
 
 
@@ -288,37 +444,59 @@ def render_blend(rows: list, meta: dict) -> str:
     out, hidden = [], []
     for row in rows:
         tb, cb = row["textbook"], row["cfg_blend"]
-        out.append([
-            row["dtype"], row["batch"], "on (1.0)" if row["norm"] else "off",
-            f"{bc.fmt_s(tb['time'])} ({_pm(tb['spread'])})", f"{bc.fmt_s(cb['time'])} ({_pm(cb['spread'])})",
-            f"{cb['time'] / tb['time']:.2f}",
-            f"{bc.fmt_bytes(tb['bytes'])} / {bc.fmt_bytes(tb['temps'])} / {tb['tensors']}",
-            f"{bc.fmt_bytes(cb['bytes'])} / {bc.fmt_bytes(cb['temps'])} / {cb['tensors']}",
-            f"{row['rel_diff']:.1e}",
-        ])
+        out.append(
+            [
+                row["dtype"],
+                row["batch"],
+                "on (1.0)" if row["norm"] else "off",
+                f"{bc.fmt_s(tb['time'])} ({_pm(tb['spread'])})",
+                f"{bc.fmt_s(cb['time'])} ({_pm(cb['spread'])})",
+                f"{cb['time'] / tb['time']:.2f}",
+                f"{bc.fmt_bytes(tb['bytes'])} / {bc.fmt_bytes(tb['temps'])} / {tb['tensors']}",
+                f"{bc.fmt_bytes(cb['bytes'])} / {bc.fmt_bytes(cb['temps'])} / {cb['tensors']}",
+                f"{row['rel_diff']:.1e}",
+            ]
+        )
         for n in ("textbook", "cfg_blend"):
             gap = row[n]["bytes"] - row[n]["dispatch_bytes"]
             if abs(gap) > 1024:
-                hidden.append(f"{n} {row['dtype']} batch {row['batch']} normalization {'on' if row['norm'] else 'off'} "
-                              f"({bc.fmt_bytes(gap)})")
-    agree = ("The dispatch-mode byte sum equals the profiler's (within a few bytes of scalars) on every row"
-             if not hidden else
-             "The dispatch-mode byte sum equals the profiler's (within a few bytes of scalars) except for: "
-             + "; ".join(hidden) + ", where kernels allocate internally what a dispatch mode cannot see "
-             "(linalg_vector_norm(dtype=float32) upcasting a bf16 input; the profiler total is the one shown)")
+                hidden.append(
+                    f"{n} {row['dtype']} batch {row['batch']} normalization {'on' if row['norm'] else 'off'} "
+                    f"({bc.fmt_bytes(gap)})"
+                )
+    agree = (
+        "The dispatch-mode byte sum equals the profiler's (within a few bytes of scalars) on every row"
+        if not hidden
+        else "The dispatch-mode byte sum equals the profiler's (within a few bytes of scalars) except for: "
+        + "; ".join(hidden)
+        + ", where kernels allocate internally what a dispatch mode cannot see "
+        "(linalg_vector_norm(dtype=float32) upcasting a bf16 input; the profiler total is the one shown)"
+    )
     return (
         "## 3. The blend: core `cfg_blend` vs textbook `uncond + (cond - uncond) * cfg`\n\n"
         f"cfg 5, predictions of 16x128x128 per sample ({bc.fmt_bytes(rows[0]['input_bytes'])} per sample in fp32), CPU, "
         f"torch.inference_mode. Time: median per call over {meta['rounds']} interleaved blocks of {meta['calls']} calls (+- as above). "
-        "Memory per call: \"alloc\" = bytes the CPU allocator handed out during one call, from torch.profiler "
+        'Memory per call: "alloc" = bytes the CPU allocator handed out during one call, from torch.profiler '
         "(profile_memory=True; sum of the positive self CPU memory of every event, kernel-internal allocations included); "
-        "\"temps\" = alloc minus the returned result; \"#\" = tensors created, counted with a TorchDispatchMode (each aten "
+        '"temps" = alloc minus the returned result; "#" = tensors created, counted with a TorchDispatchMode (each aten '
         f"op output with a new storage; views and in-place results are free). {agree}. "
         "Normalization on: core's batched `torch.where` clamp vs the reference pipeline's per-sample loop with a Python "
         "`if` (as diffusers writes it). rel. diff = max |textbook - cfg_blend| / max |textbook| (bf16: the textbook "
         "rounds its intermediates to bf16, lerp does not).\n\n"
-        + bc.md_table(["dtype", "batch", "normalization", "textbook time", "cfg_blend time", "time ratio",
-                       "textbook alloc / temps / #", "cfg_blend alloc / temps / #", "rel. diff"], out)
+        + bc.md_table(
+            [
+                "dtype",
+                "batch",
+                "normalization",
+                "textbook time",
+                "cfg_blend time",
+                "time ratio",
+                "textbook alloc / temps / #",
+                "cfg_blend alloc / temps / #",
+                "rel. diff",
+            ],
+            out,
+        )
     )
 
 
@@ -326,15 +504,28 @@ def render_inspect(rows: list, reps: int) -> str:
     out = []
     for r in rows:
         label = "small file (real data)" if r["name"] == "small" else "full-size sparse file"
-        out.append([label, bc.fmt_bytes(r["size"]), bc.fmt_bytes(r["on_disk"]), bc.fmt_bytes(r["header"]), r["tensors"],
-                    f"{r['kind']}: {r['config']}, {r['params'] / 1e9:.3g} B params", bc.fmt_s(r["first"]),
-                    f"{bc.fmt_s(r['median'])} ({_pm(r['spread'])})", bc.fmt_s(r["median"] / r["tensors"])])
+        out.append(
+            [
+                label,
+                bc.fmt_bytes(r["size"]),
+                bc.fmt_bytes(r["on_disk"]),
+                bc.fmt_bytes(r["header"]),
+                r["tensors"],
+                f"{r['kind']}: {r['config']}, {r['params'] / 1e9:.3g} B params",
+                bc.fmt_s(r["first"]),
+                f"{bc.fmt_s(r['median'])} ({_pm(r['spread'])})",
+                bc.fmt_s(r["median"] / r["tensors"]),
+            ]
+        )
     return (
         "## 4. `inspect_model` (header only)\n\n"
         f"First call, then median of {reps} alternating calls (file in the page cache: parsing and classification, "
         "not disk). The sparse file has the real Z-Image DiT header (ComfyUI NextDiT at dim 3840, bf16) and is "
         "truncate()d to the size it promises.\n\n"
-        + bc.md_table(["file", "size", "on disk", "header", "tensors", "detected", "first call", "median", "median per tensor"], out)
+        + bc.md_table(
+            ["file", "size", "on disk", "header", "tensors", "detected", "first call", "median", "median per tensor"],
+            out,
+        )
     )
 
 
@@ -352,10 +543,20 @@ def render_gpu(g: dict | None, skipped: str | None) -> str:
     kind = lambda path: 0 if path.startswith("ours") else (1 if path.startswith("ComfyUI") else 2)  # noqa: E731
     for row in sorted(g["rows"], key=lambda r: (order.get(r["model"], 9), kind(r["path"]))):
         base = ref.get(row["model"])
-        rows.append([row["model"], row["path"], f"{row['median']:.3f} s", _pm(row["spread"]),
-                     f"{row['median'] / base:.3f}" if base else "-",
-                     bc.fmt_bytes(row["peak"]) if row["peak"] else "-", row["counts"]["desc"]])
-    title = "## 5. GPU: full-size Z-Image" + (" (DRY RUN on the CPU with a tiny model: checks the code, numbers mean nothing)" if dry else "")
+        rows.append(
+            [
+                row["model"],
+                row["path"],
+                f"{row['median']:.3f} s",
+                _pm(row["spread"]),
+                f"{row['median'] / base:.3f}" if base else "-",
+                bc.fmt_bytes(row["peak"]) if row["peak"] else "-",
+                row["counts"]["desc"],
+            ]
+        )
+    title = "## 5. GPU: full-size Z-Image" + (
+        " (DRY RUN on the CPU with a tiny model: checks the code, numbers mean nothing)" if dry else ""
+    )
     return (
         f"{title}\n\n"
         f"Device {g['device']}; DiT width {s['dim']}, {s['n_layers']} layer(s), {s['n_refiner_layers']}+{s['n_refiner_layers']} refiners, "
@@ -365,7 +566,9 @@ def render_gpu(g: dict | None, skipped: str | None) -> str:
         f"(shift 6, cfg 5 = diffusers guidance 4). Sampling only (no text encoder, no VAE decode); seconds per image are "
         f"medians of {len(g['rows'][0]['times'])} interleaved rounds after a warm-up; peak = torch.cuda.max_memory_allocated "
         "during the warm-up run, weights included.\n\n"
-        + bc.md_table(["model", "path", "s / image", "+-", "ratio vs ComfyUI", "peak GPU memory", "forward calls"], rows)
+        + bc.md_table(
+            ["model", "path", "s / image", "+-", "ratio vs ComfyUI", "peak GPU memory", "forward calls"], rows
+        )
     )
 
 
@@ -389,10 +592,15 @@ def run_gpu_only(args, p: dict) -> dict:
     log("GPU child: sections 1-2 with the small model" + (" (dry run on the CPU)" if dry else " on the GPU"))
     small = bs.build_model(host, CPU_MODEL)
     out["small_dtype"] = str(small.model.get_dtype()).replace("torch.", "")
-    pos, neg = bs.caption(POS_TOKENS, CPU_MODEL["cap_feat_dim"], 1), bs.caption(NEG_TOKENS, CPU_MODEL["cap_feat_dim"], 2)
+    pos, neg = (
+        bs.caption(POS_TOKENS, CPU_MODEL["cap_feat_dim"], 1),
+        bs.caption(NEG_TOKENS, CPU_MODEL["cap_feat_dim"], 2),
+    )
     latent = bs.empty_latent(p["side"] // 8)
     out["side"] = p["side"]
-    rounds_t, rounds_g = (p["turbo_rounds"], p["guided_rounds"]) if dry else (max(p["turbo_rounds"], 7), max(p["guided_rounds"], 5))
+    rounds_t, rounds_g = (
+        (p["turbo_rounds"], p["guided_rounds"]) if dry else (max(p["turbo_rounds"], 7), max(p["guided_rounds"], 5))
+    )
     out["turbo"] = bs.turbo(host, small, pos, latent, p["turbo_steps"], rounds_t)
     out["guided"] = bs.guided(host, small, pos, neg, latent, p["guided_steps"], 5.0, rounds_g)
     with bc.StubForward():
@@ -418,7 +626,10 @@ def gpu_child(args) -> tuple[dict | None, str | None]:
             cmd.append("--gpu-dry-run")
         if args.comfyui:
             cmd += ["--comfyui", args.comfyui]
-        log("section 5 in a child process (ComfyUI booted " + ("on the CPU: dry run)" if args.gpu_dry_run else "on the GPU)"))
+        log(
+            "section 5 in a child process (ComfyUI booted "
+            + ("on the CPU: dry run)" if args.gpu_dry_run else "on the GPU)")
+        )
         tail = collections.deque(maxlen=15)
         with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
             for line in proc.stdout:  # progress shows as it happens; the tail explains a failure
@@ -439,14 +650,20 @@ def main(argv=None):
 
     if args.gpu:
         if not torch.cuda.is_available() and not args.gpu_dry_run:
-            raise SystemExit("bench --gpu: no CUDA device (torch.cuda.is_available() is False); "
-                             "--gpu --gpu-dry-run checks the code path on the CPU")
+            raise SystemExit(
+                "bench --gpu: no CUDA device (torch.cuda.is_available() is False); "
+                "--gpu --gpu-dry-run checks the code path on the CPU"
+            )
         res = run_gpu_only(args, p)
         if args.json_out:
             Path(args.json_out).write_text(json.dumps(res))
             return
         load = f"{load_start[0]:.2f} / {os.getloadavg()[0]:.2f}"
-        parts = [render_header(res["info"], cmd, {"load": load}, args.quick), gpu_small_sections(res), render_gpu(res["gpu"], None)]
+        parts = [
+            render_header(res["info"], cmd, {"load": load}, args.quick),
+            gpu_small_sections(res),
+            render_gpu(res["gpu"], None),
+        ]
         return emit("\n\n".join(parts), args, default_write=False)
 
     import bench_blend
@@ -462,7 +679,10 @@ def main(argv=None):
 
     model = bs.build_model(host, CPU_MODEL)
     dtype = str(model.model.get_dtype()).replace("torch.", "")
-    pos, neg = bs.caption(POS_TOKENS, CPU_MODEL["cap_feat_dim"], 1), bs.caption(NEG_TOKENS, CPU_MODEL["cap_feat_dim"], 2)
+    pos, neg = (
+        bs.caption(POS_TOKENS, CPU_MODEL["cap_feat_dim"], 1),
+        bs.caption(NEG_TOKENS, CPU_MODEL["cap_feat_dim"], 2),
+    )
     latent = bs.empty_latent(p["side"] // 8)
 
     log(f"1. Turbo ({p['turbo_steps']} steps, {p['turbo_rounds']} rounds)")
@@ -483,8 +703,10 @@ def main(argv=None):
     if args.no_gpu:
         skipped = "Skipped: --no-gpu given."
     elif not torch.cuda.is_available() and not args.gpu_dry_run:
-        skipped = ("Skipped: no GPU is present (torch.cuda.is_available() is False). On a CUDA machine the same command "
-                   "runs it (or `python bench/run.py --gpu` for this section alone).")
+        skipped = (
+            "Skipped: no GPU is present (torch.cuda.is_available() is False). On a CUDA machine the same command "
+            "runs it (or `python tools/bench/run.py --gpu` for this section alone)."
+        )
     else:
         gpu_res, skipped = gpu_child(args)
         gpu = gpu_res["gpu"] if gpu_res else None
@@ -513,8 +735,15 @@ def main(argv=None):
 def gpu_small_sections(res: dict) -> str:
     where = "DRY RUN: CPU" if res.get("dry_run") else "GPU"
     suffix = f" ({where}, small model, {res.get('small_dtype', '?')}, {res['side']}x{res['side']})"
-    return (render_turbo(res["turbo"], suffix) + "\n\n" + render_overhead(res["turbo_oh"], "official") + "\n\n"
-            + render_guided(res["guided"], suffix) + "\n\n" + render_overhead(res["guided_oh"], "comfy"))
+    return (
+        render_turbo(res["turbo"], suffix)
+        + "\n\n"
+        + render_overhead(res["turbo_oh"], "official")
+        + "\n\n"
+        + render_guided(res["guided"], suffix)
+        + "\n\n"
+        + render_overhead(res["guided_oh"], "comfy")
+    )
 
 
 def emit(text: str, args, default_write: bool):

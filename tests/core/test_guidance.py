@@ -34,6 +34,7 @@ def _reference(pos, neg, g, normalization):
 
 # ---- the blend ---------------------------------------------------------------------------------
 
+
 @settings(max_examples=60, deadline=None)
 @given(
     shape=st.lists(st.integers(1, 5), min_size=1, max_size=4).map(tuple),
@@ -135,6 +136,7 @@ def test_normalization_of_low_precision_inputs_uses_fp32_norms():
 
 # ---- no host synchronisation --------------------------------------------------------------------
 
+
 class _Forbidden(Exception):
     pass
 
@@ -178,6 +180,7 @@ def test_blend_dispatches_no_scalar_reads():
 
 # ---- validation ----------------------------------------------------------------------------------
 
+
 def test_shape_mismatch_names_both_shapes():
     with pytest.raises(ValueError, match=r"\(1, 16, 4, 4\).*\(2, 16, 4, 4\)"):
         cfg_blend(torch.zeros(1, 16, 4, 4), torch.zeros(2, 16, 4, 4), 4.0)
@@ -208,8 +211,16 @@ def test_dtype_mismatch_rejected():
 # ---- truncation ----------------------------------------------------------------------------------
 
 # The 8-step shift-3 grid (without the terminal 0) as float32 values.
-TURBO8 = [1.0, 0.9545454382896423, 0.8999999761581421, 0.8333333134651184,
-          0.75, 0.6428571343421936, 0.5, 0.30000001192092896]
+TURBO8 = [
+    1.0,
+    0.9545454382896423,
+    0.8999999761581421,
+    0.8333333134651184,
+    0.75,
+    0.6428571343421936,
+    0.5,
+    0.30000001192092896,
+]
 
 
 @pytest.mark.parametrize(

@@ -1,29 +1,42 @@
 """The nodes in a real ComfyUI v0.8.0 (CPU), on tiny random-weight models written by the tests."""
+
 from pathlib import Path
 
 import pytest
-import torch
 
 pytestmark = pytest.mark.host
 
-NODE_IDS = ["ZImageCFGGuider", "ZImageLoader", "ZImageNegativePrompt", "ZImageScheduler", "ZImageTurboSampler"]
+NODE_IDS = ["ZINodesCFGGuider", "ZINodesLoader", "ZINodesNegativePrompt", "ZINodesScheduler", "ZINodesTurboSampler"]
 
 
 def loader_inputs(names, variant="auto", model=None):
     return {
-        "diffusion_model": model or names["turbo"], "text_encoder": names["text_encoder"], "vae": names["vae"],
-        "variant": variant, "weight_dtype": "default",
+        "diffusion_model": model or names["turbo"],
+        "text_encoder": names["text_encoder"],
+        "vae": names["vae"],
+        "variant": variant,
+        "weight_dtype": "default",
     }
 
 
 def turbo_prompt(names, steps=None, negative=False):
     prompt = {
-        "1": {"class_type": "ZImageLoader", "inputs": loader_inputs(names)},
+        "1": {"class_type": "ZINodesLoader", "inputs": loader_inputs(names)},
         "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red fox in snow", "clip": ["1", 1]}},
         "3": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "4": {"class_type": "ZImageTurboSampler", "inputs": {
-            "model": ["1", 0], "positive": ["2", 0], "latent_image": ["3", 0], "seed": 7,
-            "steps": steps if steps is not None else ["1", 3], "sampler_name": "euler", "shift": 3.0, "denoise": 1.0}},
+        "4": {
+            "class_type": "ZINodesTurboSampler",
+            "inputs": {
+                "model": ["1", 0],
+                "positive": ["2", 0],
+                "latent_image": ["3", 0],
+                "seed": 7,
+                "steps": steps if steps is not None else ["1", 3],
+                "sampler_name": "euler",
+                "shift": 3.0,
+                "denoise": 1.0,
+            },
+        },
         "5": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["1", 2]}},
         "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "zimage_turbo_test"}},
     }
@@ -35,21 +48,49 @@ def turbo_prompt(names, steps=None, negative=False):
 
 def guided_prompt(names, steps=6, cfg=4.0, truncation=1.0, normalization=0.0):
     return {
-        "1": {"class_type": "ZImageLoader", "inputs": loader_inputs(names, model=names["base"])},
+        "1": {"class_type": "ZINodesLoader", "inputs": loader_inputs(names, model=names["base"])},
         "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "portrait photo of a man", "clip": ["1", 1]}},
-        "3": {"class_type": "ZImageNegativePrompt", "inputs": {
-            "target": "zimage", "quality": True, "body": True, "composition": True, "text": True, "style": False,
-            "extra": "mustache"}},
+        "3": {
+            "class_type": "ZINodesNegativePrompt",
+            "inputs": {
+                "target": "zimage",
+                "quality": True,
+                "body": True,
+                "composition": True,
+                "text": True,
+                "style": False,
+                "extra": "mustache",
+            },
+        },
         "4": {"class_type": "CLIPTextEncode", "inputs": {"text": ["3", 0], "clip": ["1", 1]}},
-        "5": {"class_type": "ZImageCFGGuider", "inputs": {
-            "model": ["1", 0], "positive": ["2", 0], "negative": ["4", 0], "cfg": cfg,
-            "cfg_normalization": normalization, "cfg_truncation": truncation}},
+        "5": {
+            "class_type": "ZINodesCFGGuider",
+            "inputs": {
+                "model": ["1", 0],
+                "positive": ["2", 0],
+                "negative": ["4", 0],
+                "cfg": cfg,
+                "cfg_normalization": normalization,
+                "cfg_truncation": truncation,
+            },
+        },
         "6": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
         "7": {"class_type": "RandomNoise", "inputs": {"noise_seed": 3}},
         "8": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
-        "9": {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": "simple", "steps": steps, "denoise": 1.0}},
-        "10": {"class_type": "SamplerCustomAdvanced", "inputs": {
-            "noise": ["7", 0], "guider": ["5", 0], "sampler": ["8", 0], "sigmas": ["9", 0], "latent_image": ["6", 0]}},
+        "9": {
+            "class_type": "BasicScheduler",
+            "inputs": {"model": ["1", 0], "scheduler": "simple", "steps": steps, "denoise": 1.0},
+        },
+        "10": {
+            "class_type": "SamplerCustomAdvanced",
+            "inputs": {
+                "noise": ["7", 0],
+                "guider": ["5", 0],
+                "sampler": ["8", 0],
+                "sigmas": ["9", 0],
+                "latent_image": ["6", 0],
+            },
+        },
         "11": {"class_type": "VAEDecode", "inputs": {"samples": ["10", 0], "vae": ["1", 2]}},
         "12": {"class_type": "SaveImage", "inputs": {"images": ["11", 0], "filename_prefix": "zimage_base_test"}},
     }
@@ -59,7 +100,9 @@ def saved_pngs(host, result):
     files = []
     for output in result.outputs.values():
         for image in output.get("images", []):
-            files.append(Path(host.folder_paths.get_output_directory()) / image.get("subfolder", "") / image["filename"])
+            files.append(
+                Path(host.folder_paths.get_output_directory()) / image.get("subfolder", "") / image["filename"]
+            )
     return files
 
 

@@ -1,4 +1,5 @@
 """Parity of the nodes with ComfyUI's own paths and with the diffusers reference, in a real host."""
+
 import pytest
 import torch
 
@@ -19,8 +20,13 @@ def loaded(host, demo_models):
 
     def load(variant):
         model, clip, vae, steps, cfg = call(
-            host, "ZImageLoader", diffusion_model=names[variant], text_encoder=names["text_encoder"],
-            vae=names["vae"], variant=variant, weight_dtype="default",
+            host,
+            "ZINodesLoader",
+            diffusion_model=names[variant],
+            text_encoder=names["text_encoder"],
+            vae=names["vae"],
+            variant=variant,
+            weight_dtype="default",
         )
         return model, clip, steps, cfg
 
@@ -42,19 +48,43 @@ def test_turbo_sampler_is_bit_identical_to_the_official_template_path(host, load
     negative = encode(host, clip, "blurry, low quality")
     lat = latent(host, batch=2)
 
-    ours = call(host, "ZImageTurboSampler", model=model, positive=positive, negative=negative, latent_image=lat,
-                seed=42, steps=8, sampler_name="euler", shift=3.0, denoise=1.0)[0]["samples"]
+    ours = call(
+        host,
+        "ZINodesTurboSampler",
+        model=model,
+        positive=positive,
+        negative=negative,
+        latent_image=lat,
+        seed=42,
+        steps=8,
+        sampler_name="euler",
+        shift=3.0,
+        denoise=1.0,
+    )[0]["samples"]
     template_model = call(host, "ModelSamplingAuraFlow", model=model, shift=3.0)[0]
-    theirs = call(host, "KSampler", model=template_model, seed=42, steps=8, cfg=1.0, sampler_name="euler",
-                  scheduler="simple", positive=positive, negative=negative, latent_image=lat, denoise=1.0)[0]["samples"]
+    theirs = call(
+        host,
+        "KSampler",
+        model=template_model,
+        seed=42,
+        steps=8,
+        cfg=1.0,
+        sampler_name="euler",
+        scheduler="simple",
+        positive=positive,
+        negative=negative,
+        latent_image=lat,
+        denoise=1.0,
+    )[0]["samples"]
     assert torch.equal(ours, theirs)
 
 
 def _custom_sample(host, model, guider, sigmas, lat, seed=5):
     noise = call(host, "RandomNoise", noise_seed=seed)[0]
     sampler = call(host, "KSamplerSelect", sampler_name="euler")[0]
-    return call(host, "SamplerCustomAdvanced", noise=noise, guider=guider, sampler=sampler, sigmas=sigmas,
-                latent_image=lat)[0]["samples"]
+    return call(
+        host, "SamplerCustomAdvanced", noise=noise, guider=guider, sampler=sampler, sigmas=sigmas, latent_image=lat
+    )[0]["samples"]
 
 
 def test_guider_equals_comfyui_cfg_guider_and_batched_equals_sequential(host, loaded, pack_nodes):
@@ -80,9 +110,18 @@ def test_guider_equals_comfyui_cfg_guider_and_batched_equals_sequential(host, lo
     assert sequential.calls == {"batched": 0, "sequential": 6}
     assert torch.allclose(out_sequential, reference, atol=1e-5, rtol=0), (out_sequential - reference).abs().max()
     assert torch.allclose(out_batched, out_sequential, atol=1e-5, rtol=0), (out_batched - out_sequential).abs().max()
-    assert not torch.equal(out_batched, call(host, "SamplerCustomAdvanced", noise=call(host, "RandomNoise", noise_seed=6)[0],
-                                             guider=batched, sampler=call(host, "KSamplerSelect", sampler_name="euler")[0],
-                                             sigmas=sigmas, latent_image=lat)[0]["samples"])
+    assert not torch.equal(
+        out_batched,
+        call(
+            host,
+            "SamplerCustomAdvanced",
+            noise=call(host, "RandomNoise", noise_seed=6)[0],
+            guider=batched,
+            sampler=call(host, "KSamplerSelect", sampler_name="euler")[0],
+            sigmas=sigmas,
+            latent_image=lat,
+        )[0]["samples"],
+    )
 
 
 def test_guider_with_normalization_and_truncation_equals_diffusers_pipeline(host, demo_models, pack_nodes):
@@ -90,8 +129,8 @@ def test_guider_with_normalization_and_truncation_equals_diffusers_pipeline(host
     ComfyUI build the same function) loaded by ZImageLoader, sampled through our guider with the
     reference's sigma grid, against ZImagePipeline with the same caption embeddings and noise."""
     from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline
-
     from tiny_models import CROSS, diffusers_transformer, save_safetensors
+
     from zimage_nodes.core.guidance import cfg_to_guidance
     from zimage_nodes.core.schedule import zimage_sigmas
 
@@ -101,8 +140,15 @@ def test_guider_with_normalization_and_truncation_equals_diffusers_pipeline(host
     folder = models_root / "diffusion_models" / "zimage_cross_test" / "transformer"
     folder.mkdir(parents=True, exist_ok=True)
     save_safetensors(folder / "diffusion_pytorch_model.safetensors", transformer.state_dict())
-    model = call(host, "ZImageLoader", diffusion_model="zimage_cross_test/", text_encoder=names["text_encoder"],
-                 vae=names["vae"], variant="base", weight_dtype="default")[0]
+    model = call(
+        host,
+        "ZINodesLoader",
+        diffusion_model="zimage_cross_test/",
+        text_encoder=names["text_encoder"],
+        vae=names["vae"],
+        variant="base",
+        weight_dtype="default",
+    )[0]
 
     g = torch.Generator().manual_seed(0)
     pos = torch.randn(1, 13, CROSS["cap_feat_dim"], generator=g)
@@ -117,13 +163,24 @@ def test_guider_with_normalization_and_truncation_equals_diffusers_pipeline(host
 
     pipe = ZImagePipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=6.0, use_dynamic_shifting=False),
-        vae=None, text_encoder=None, tokenizer=None, transformer=transformer,
+        vae=None,
+        text_encoder=None,
+        tokenizer=None,
+        transformer=transformer,
     )
     pipe.set_progress_bar_config(disable=True)
     reference = pipe(
-        prompt_embeds=[pos[0]], negative_prompt_embeds=[neg[0]], latents=noise.clone(), height=64, width=64,
-        num_inference_steps=steps, guidance_scale=cfg_to_guidance(cfg), cfg_normalization=normalization,
-        cfg_truncation=truncation, output_type="latent", return_dict=False,
+        prompt_embeds=[pos[0]],
+        negative_prompt_embeds=[neg[0]],
+        latents=noise.clone(),
+        height=64,
+        width=64,
+        num_inference_steps=steps,
+        guidance_scale=cfg_to_guidance(cfg),
+        cfg_normalization=normalization,
+        cfg_truncation=truncation,
+        output_type="latent",
+        return_dict=False,
     )[0]
     # ComfyUI hands back latents in the VAE's space; undo the Flux latent format to compare.
     ours_raw = (ours - 0.1159) * 0.3611
@@ -138,8 +195,12 @@ def test_cfg_1_never_evaluates_the_negative_and_comfyui_cfg_hooks_still_run(host
     sigmas = call(host, "BasicScheduler", model=model, scheduler="simple", steps=4, denoise=1.0)[0]
     seen = {"pre": [], "post": []}
     patched = model.clone()
-    patched.set_model_sampler_pre_cfg_function(lambda args: (seen["pre"].append(args["cond_scale"]), args["conds_out"])[1])
-    patched.set_model_sampler_post_cfg_function(lambda args: (seen["post"].append(args["cond_scale"]), args["denoised"])[1])
+    patched.set_model_sampler_pre_cfg_function(
+        lambda args: (seen["pre"].append(args["cond_scale"]), args["conds_out"])[1]
+    )
+    patched.set_model_sampler_post_cfg_function(
+        lambda args: (seen["post"].append(args["cond_scale"]), args["denoised"])[1]
+    )
 
     guider = pack_nodes.guider.ZImageGuider(patched, 1.0, 0.0, 1.0)
     guider.set_conds(positive, negative)
@@ -173,8 +234,18 @@ def test_turbo_sampler_stops_on_interrupt_like_ksampler(host, loaded, monkeypatc
     monkeypatch.setattr(lumina.NextDiT, "forward", interrupt_after_two)
     try:
         with pytest.raises(mm.InterruptProcessingException):
-            call(host, "ZImageTurboSampler", model=model, positive=positive, latent_image=latent(host),
-                 seed=1, steps=8, sampler_name="euler", shift=3.0, denoise=1.0)
+            call(
+                host,
+                "ZINodesTurboSampler",
+                model=model,
+                positive=positive,
+                latent_image=latent(host),
+                seed=1,
+                steps=8,
+                sampler_name="euler",
+                shift=3.0,
+                denoise=1.0,
+            )
     finally:
         mm.interrupt_current_processing(False)
     assert len(calls) == 2
@@ -182,11 +253,28 @@ def test_turbo_sampler_stops_on_interrupt_like_ksampler(host, loaded, monkeypatc
 
 def test_fp8_weight_dtype_loads_and_samples(host, demo_models):
     _, names = demo_models
-    model, clip, _, steps, _ = call(host, "ZImageLoader", diffusion_model=names["turbo"], text_encoder=names["text_encoder"],
-                                    vae=names["vae"], variant="auto", weight_dtype="fp8_e4m3fn")
+    model, clip, _, steps, _ = call(
+        host,
+        "ZINodesLoader",
+        diffusion_model=names["turbo"],
+        text_encoder=names["text_encoder"],
+        vae=names["vae"],
+        variant="auto",
+        weight_dtype="fp8_e4m3fn",
+    )
     assert model.model.diffusion_model.layers[0].attention.qkv.weight.dtype == torch.float8_e4m3fn
-    out = call(host, "ZImageTurboSampler", model=model, positive=encode(host, clip, "a boat"), latent_image=latent(host),
-               seed=1, steps=2, sampler_name="euler", shift=3.0, denoise=1.0)[0]["samples"]
+    out = call(
+        host,
+        "ZINodesTurboSampler",
+        model=model,
+        positive=encode(host, clip, "a boat"),
+        latent_image=latent(host),
+        seed=1,
+        steps=2,
+        sampler_name="euler",
+        shift=3.0,
+        denoise=1.0,
+    )[0]["samples"]
     assert out.shape == (1, 16, 8, 8) and torch.isfinite(out).all()
 
 
@@ -196,14 +284,16 @@ def test_scheduler_gives_the_reference_grid_where_comfyui_simple_does_not(host, 
     model, _, _, _ = loaded("base")
     reference = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=6.0, use_dynamic_shifting=False)
     reference.set_timesteps(sigmas=torch.linspace(1.0, 1 / 28, 28).tolist())
-    ours = call(host, "ZImageScheduler", model=model, steps=28, denoise=1.0)[0]
+    ours = call(host, "ZINodesScheduler", model=model, steps=28, denoise=1.0)[0]
     simple = call(host, "BasicScheduler", model=model, scheduler="simple", steps=28, denoise=1.0)[0]
     assert torch.equal(ours, reference.sigmas)
     assert (simple - ours).abs().max() > 1e-3  # why the node exists
-    eight = call(host, "ZImageScheduler", model=model, steps=8, denoise=1.0)[0]
-    assert torch.allclose(eight, call(host, "BasicScheduler", model=model, scheduler="simple", steps=8, denoise=1.0)[0], atol=1e-6)
-    half = call(host, "ZImageScheduler", model=model, steps=4, denoise=0.5)[0]
-    assert torch.equal(half, call(host, "ZImageScheduler", model=model, steps=8, denoise=1.0)[0][-5:])
+    eight = call(host, "ZINodesScheduler", model=model, steps=8, denoise=1.0)[0]
+    assert torch.allclose(
+        eight, call(host, "BasicScheduler", model=model, scheduler="simple", steps=8, denoise=1.0)[0], atol=1e-6
+    )
+    half = call(host, "ZINodesScheduler", model=model, steps=4, denoise=0.5)[0]
+    assert torch.equal(half, call(host, "ZINodesScheduler", model=model, steps=8, denoise=1.0)[0][-5:])
 
 
 def test_scheduler_refuses_a_model_without_flow_shift(host, loaded):
@@ -217,4 +307,4 @@ def test_scheduler_refuses_a_model_without_flow_shift(host, loaded):
 
     eps.add_object_patch("model_sampling", EpsSampling(model.model.model_config))
     with pytest.raises(ValueError, match="BasicScheduler"):
-        call(host, "ZImageScheduler", model=eps, steps=8, denoise=1.0)
+        call(host, "ZINodesScheduler", model=eps, steps=8, denoise=1.0)

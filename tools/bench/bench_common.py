@@ -1,5 +1,6 @@
 """Shared helpers for the benchmark: loading the pack without putting it on sys.path, booting
 ComfyUI, interleaved timing, forward-call counting, machine description."""
+
 from __future__ import annotations
 
 import datetime
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 
 BENCH_DIR = Path(__file__).resolve().parent
-PACK_DIR = BENCH_DIR.parent
+PACK_DIR = BENCH_DIR.parent.parent
 PACK_NAME = "zimage_nodes"
 
 
@@ -25,7 +26,9 @@ def load_pack(name: str = PACK_NAME):
     pack's `nodes/` folder would shadow ComfyUI's top-level `nodes` module."""
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, PACK_DIR / "__init__.py", submodule_search_locations=[str(PACK_DIR)])
+    spec = importlib.util.spec_from_file_location(
+        name, PACK_DIR / "__init__.py", submodule_search_locations=[str(PACK_DIR)]
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -35,7 +38,7 @@ def load_pack(name: str = PACK_NAME):
 def boot_host(comfyui: str | None, cpu: bool):
     """ComfyUI booted in-process with the pack loaded through ComfyUI's own loader."""
     load_pack()
-    from zimage_nodes import headless
+    from zimage_nodes.tools import headless
 
     path, how = headless.find_comfyui(comfyui)
     if path is None:
@@ -130,7 +133,7 @@ def interleaved(fns: dict, rounds: int, warmup: int = 1) -> dict[str, list[float
             fns[n]()
     for r in range(rounds):
         gc.collect()
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for n in order:
             sync()
             gc.disable()
@@ -192,7 +195,12 @@ class ForwardCounter:
         return len(self.batches)
 
     def summary(self) -> dict:
-        return {"calls": self.calls, "samples": sum(self.batches), "desc": self.describe(), "batches": list(self.batches)}
+        return {
+            "calls": self.calls,
+            "samples": sum(self.batches),
+            "desc": self.describe(),
+            "batches": list(self.batches),
+        }
 
     def describe(self) -> str:
         """'28 x b2' or '24 x b2 + 4 x b1'."""

@@ -1,10 +1,11 @@
 """The pack imports outside ComfyUI, and its core never pulls the host in."""
+
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-PACK_DIR = Path(__file__).resolve().parent.parent
+PACK_DIR = Path(__file__).resolve().parents[2]
 CORE_MODULES = sorted(p.stem for p in (PACK_DIR / "core").glob("*.py") if p.stem != "__init__")
 
 

@@ -4,6 +4,7 @@ are noise: the point is that every node, file format and connection is exercised
 
 Built with ComfyUI's own model classes, so a booted host is required (see headless.py).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +13,9 @@ import torch
 
 # dim 256 = 2 heads of 128 (head size must equal sum(axes_dims)); caption width = text encoder width.
 DIT = dict(dim=256, n_layers=2, n_refiner_layers=1, n_heads=2, cap_feat_dim=64)
-TEXT_ENCODER = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1)
+TEXT_ENCODER = dict(
+    hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1
+)
 
 NAMES = {
     "turbo": "zimage_demo_turbo.safetensors",
@@ -25,10 +28,23 @@ NAMES = {
 def zimage_unet_config(dim: int, n_layers: int, n_refiner_layers: int, n_heads: int, cap_feat_dim: int) -> dict:
     """The unet_config ComfyUI's detection produces for Z-Image, at any width."""
     return {
-        "image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": dim, "cap_feat_dim": cap_feat_dim,
-        "n_layers": n_layers, "n_refiner_layers": n_refiner_layers, "n_heads": n_heads, "n_kv_heads": n_heads,
-        "qk_norm": True, "axes_dims": [32, 48, 48], "axes_lens": [1536, 512, 512], "rope_theta": 256.0,
-        "ffn_dim_multiplier": 8.0 / 3.0, "z_image_modulation": True, "time_scale": 1000.0, "pad_tokens_multiple": 32,
+        "image_model": "lumina2",
+        "patch_size": 2,
+        "in_channels": 16,
+        "dim": dim,
+        "cap_feat_dim": cap_feat_dim,
+        "n_layers": n_layers,
+        "n_refiner_layers": n_refiner_layers,
+        "n_heads": n_heads,
+        "n_kv_heads": n_heads,
+        "qk_norm": True,
+        "axes_dims": [32, 48, 48],
+        "axes_lens": [1536, 512, 512],
+        "rope_theta": 256.0,
+        "ffn_dim_multiplier": 8.0 / 3.0,
+        "z_image_modulation": True,
+        "time_scale": 1000.0,
+        "pad_tokens_multiple": 32,
     }
 
 
@@ -46,7 +62,9 @@ def dit_shapes(**size) -> dict:
 
     cfg = zimage_unet_config(**{**DIT, **size})
     cfg = {k: v for k, v in cfg.items() if k != "image_model"}
-    model = comfy.ldm.lumina.model.NextDiT(**cfg, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init)
+    model = comfy.ldm.lumina.model.NextDiT(
+        **cfg, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init
+    )
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
@@ -60,7 +78,9 @@ def text_encoder_state_dict(seed: int = 1, **size) -> dict:
     import comfy.text_encoders.llama
 
     config = {**TEXT_ENCODER, **size}
-    model = comfy.text_encoders.llama.Qwen3_4B(config, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init)
+    model = comfy.text_encoders.llama.Qwen3_4B(
+        config, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init
+    )
     gen = torch.Generator().manual_seed(seed)
     out = {}
     for k, v in model.state_dict().items():
@@ -74,8 +94,18 @@ def flux_vae_state_dict(seed: int = 2, dtype=torch.bfloat16) -> dict:
     import comfy.ldm.models.autoencoder
     import comfy.ops
 
-    ddconfig = {"double_z": True, "z_channels": 16, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
-                "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+    ddconfig = {
+        "double_z": True,
+        "z_channels": 16,
+        "resolution": 256,
+        "in_channels": 3,
+        "out_ch": 3,
+        "ch": 128,
+        "ch_mult": [1, 2, 4, 4],
+        "num_res_blocks": 2,
+        "attn_resolutions": [],
+        "dropout": 0.0,
+    }
     with torch.device("meta"):
         vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=ddconfig, embed_dim=16)
     gen = torch.Generator().manual_seed(seed)
@@ -127,8 +157,14 @@ def write_demo_models(models_dir: str | Path) -> dict:
     models_dir = Path(models_dir)
     note = {"zimage.demo": "random weights: images are noise"}
     jobs = {
-        ("diffusion_models", NAMES["turbo"]): lambda: (dit_state_dict(0), {**note, "modelspec.title": "Z-Image-Turbo demo"}),
-        ("diffusion_models", NAMES["base"]): lambda: (dit_state_dict(1), {**note, "modelspec.title": "Z-Image base demo"}),
+        ("diffusion_models", NAMES["turbo"]): lambda: (
+            dit_state_dict(0),
+            {**note, "modelspec.title": "Z-Image-Turbo demo"},
+        ),
+        ("diffusion_models", NAMES["base"]): lambda: (
+            dit_state_dict(1),
+            {**note, "modelspec.title": "Z-Image base demo"},
+        ),
         ("text_encoders", NAMES["text_encoder"]): lambda: (text_encoder_state_dict(), note),
         ("vae", NAMES["vae"]): lambda: (flux_vae_state_dict(), note),
     }

@@ -1,4 +1,5 @@
 """Key conversion between the diffusers and ComfyUI layouts of the Z-Image DiT."""
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -42,10 +43,18 @@ def _diffusers_sd(dim=16, kv_rows=None) -> dict:
 def test_renames_follow_the_reference_table():
     comfy = keys.diffusers_to_comfy(_diffusers_sd())
     for name in (
-        "x_embedder.weight", "x_embedder.bias", "final_layer.linear.weight",
-        "final_layer.adaLN_modulation.1.weight", "layers.1.attention.qkv.weight", "layers.1.attention.out.weight",
-        "layers.1.attention.q_norm.weight", "layers.1.attention.k_norm.weight", "noise_refiner.0.attention.qkv.weight",
-        "cap_embedder.1.weight", "x_pad_token", "layers.0.feed_forward.w1.weight",
+        "x_embedder.weight",
+        "x_embedder.bias",
+        "final_layer.linear.weight",
+        "final_layer.adaLN_modulation.1.weight",
+        "layers.1.attention.qkv.weight",
+        "layers.1.attention.out.weight",
+        "layers.1.attention.q_norm.weight",
+        "layers.1.attention.k_norm.weight",
+        "noise_refiner.0.attention.qkv.weight",
+        "cap_embedder.1.weight",
+        "x_pad_token",
+        "layers.0.feed_forward.w1.weight",
     ):
         assert name in comfy, name
     assert not [k for k in comfy if "to_q" in k or "to_out" in k or "norm_q" in k or k.startswith("all_")]
@@ -148,7 +157,9 @@ def test_name_plan_and_shape_table_work_without_tensors():
     sd = _diffusers_sd(dim=16, kv_rows=8)
     plan = keys.diffusers_to_comfy_names(sd)
     assert plan["layers.0.attention.qkv.weight"] == (
-        "layers.0.attention.to_q.weight", "layers.0.attention.to_k.weight", "layers.0.attention.to_v.weight"
+        "layers.0.attention.to_q.weight",
+        "layers.0.attention.to_k.weight",
+        "layers.0.attention.to_v.weight",
     )
     assert plan["x_embedder.weight"] == ("all_x_embedder.2-1.weight",)
     shapes = keys.diffusers_to_comfy_shapes({k: tuple(v.shape) for k, v in sd.items()})

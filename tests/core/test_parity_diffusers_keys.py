@@ -4,10 +4,11 @@ Without a host: a real (tiny) diffusers transformer round-trips exactly, and its
 dict has the keys and shapes of the reference ComfyUI layout. With a host: ComfyUI's own NextDiT,
 built from our inferred unet_config, has exactly those keys and shapes and, loaded with the
 converted weights, computes the same function as diffusers (up to ComfyUI's sign convention)."""
+
 import pytest
+import tiny_models as tm
 import torch
 
-import tiny_models as tm
 from zimage_nodes.core import checkpoint as ck
 from zimage_nodes.core import keys
 
@@ -112,6 +113,6 @@ def test_converted_weights_compute_the_diffusers_function(host, tmp_path, cross)
     bad = dict(sd)
     qkv = sd["layers.0.attention.qkv.weight"]
     d = tm.CROSS["dim"]
-    bad["layers.0.attention.qkv.weight"] = torch.cat([qkv[d:2 * d], qkv[:d], qkv[2 * d:]])
+    bad["layers.0.attention.qkv.weight"] = torch.cat([qkv[d : 2 * d], qkv[:d], qkv[2 * d :]])
     dit.load_state_dict(bad, strict=True)
     assert (dit(x, sigma, caption, num_tokens=32) + ref).abs().max() > 100 * (ours + ref).abs().max()
