@@ -100,13 +100,12 @@ class Host:
         if output_dir:
             folder_paths.set_output_directory(str(output_dir))
         import comfy.model_management  # noqa: F401
-        import execution
 
-        # As in main.py: bind ComfyUI's `utils` package before `nodes` puts comfy/ (with its
-        # utils.py) first on sys.path, or server-dependent core nodes fail to import.
-        import utils.extra_config  # noqa: F401
-
-        import nodes
+        # As in main.py: bind ComfyUI's `utils` package before `execution`/`nodes` put comfy/ (with
+        # its utils.py) first on sys.path, or server-dependent core nodes fail to import.
+        import utils.extra_config  # noqa: F401  # isort: skip
+        import execution  # isort: skip
+        import nodes  # isort: skip
 
         self.folder_paths = folder_paths
         self.execution = execution
