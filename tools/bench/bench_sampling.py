@@ -32,7 +32,7 @@ def build_model(host, size: dict, seed: int = 0, dtype: str = "default"):
 
     hm = host_model_module(host)
     sd = demo_weights.dit_state_dict(seed, **size)
-    return hm.build_zimage_model(sd, demo_weights.zimage_unet_config(**size), {}, dtype)
+    return hm.build_zimage_model(sd, demo_weights.unet_config(**size), {}, dtype)
 
 
 def caption(length: int, width: int, seed: int, dtype=torch.float32):
