@@ -146,60 +146,6 @@ class ZImageDiTConfig:
             cfg["n_refiner_layers"] = self.n_refiner_layers
         return cfg
 
-    def comfy_state_dict_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Every key and shape of ComfyUI's NextDiT for this config (the reference layout),
-        as ComfyUI would build it: FFN and timestep widths follow ComfyUI's rules, not the file's."""
-        d, hd = self.dim, self.head_dim
-        ffn = self.comfy_ffn_hidden()
-        t_hidden, ada = min(d, 1024), min(d, 256)
-        patch_out = self.patch_size * self.patch_size * self.in_channels
-        qkv_rows = (self.n_heads + 2 * self.n_kv_heads) * hd
-        shapes: dict[str, tuple[int, ...]] = {
-            "x_embedder.weight": (d, patch_out),
-            "x_embedder.bias": (d,),
-            "t_embedder.mlp.0.weight": (t_hidden, 256),
-            "t_embedder.mlp.0.bias": (t_hidden,),
-            "t_embedder.mlp.2.weight": (256, t_hidden),
-            "t_embedder.mlp.2.bias": (256,),
-            "cap_embedder.0.weight": (self.cap_feat_dim,),
-            "cap_embedder.1.weight": (d, self.cap_feat_dim),
-            "cap_embedder.1.bias": (d,),
-            "final_layer.linear.weight": (patch_out, d),
-            "final_layer.linear.bias": (patch_out,),
-            "final_layer.adaLN_modulation.1.weight": (d, ada),
-            "final_layer.adaLN_modulation.1.bias": (d,),
-        }
-        if self.has_pad_tokens:
-            shapes["x_pad_token"] = (1, d)
-            shapes["cap_pad_token"] = (1, d)
-
-        def block(prefix: str, modulated: bool) -> None:
-            shapes.update(
-                {
-                    prefix + "attention.qkv.weight": (qkv_rows, d),
-                    prefix + "attention.out.weight": (d, self.n_heads * hd),
-                    prefix + "attention.q_norm.weight": (hd,),
-                    prefix + "attention.k_norm.weight": (hd,),
-                    prefix + "feed_forward.w1.weight": (ffn, d),
-                    prefix + "feed_forward.w2.weight": (d, ffn),
-                    prefix + "feed_forward.w3.weight": (ffn, d),
-                    prefix + "attention_norm1.weight": (d,),
-                    prefix + "ffn_norm1.weight": (d,),
-                    prefix + "attention_norm2.weight": (d,),
-                    prefix + "ffn_norm2.weight": (d,),
-                }
-            )
-            if modulated:
-                shapes[prefix + "adaLN_modulation.0.weight"] = (4 * d, ada)
-                shapes[prefix + "adaLN_modulation.0.bias"] = (4 * d,)
-
-        for i in range(self.n_refiner_layers):
-            block(f"noise_refiner.{i}.", True)
-            block(f"context_refiner.{i}.", False)
-        for i in range(self.n_layers):
-            block(f"layers.{i}.", True)
-        return shapes
-
 
 @dataclass(frozen=True)
 class Qwen3Config:

@@ -62,13 +62,17 @@ def resolve_model_path(choice: str) -> str:
     return folder_paths.get_full_path_or_raise("diffusion_models", choice)
 
 
-def _inspect(path: str, role: str, choice: str):
-    """inspect_model, its refusal rewritten for the node's user: which input, what is wrong with
-    the file, what to do, and the full path (the dropdown shows only a relative name)."""
+def _inspect(path: str, role: str, choice: str, kind: str, wanted: str, advice: str):
+    """inspect_model, refusing anything but `kind`. Refusals are written for the node's user:
+    which input, what is wrong with the file, what to do, and the full path (the dropdown shows
+    only a relative name)."""
     try:
-        return inspect_model(path)
+        info = inspect_model(path)
     except CheckpointError as e:
         raise ValueError(f"Z-Image Loader, {role} '{choice}': {e.problem}. {e.advice}. (File: {e.path})") from None
+    if info.kind != kind:
+        raise ValueError(f"Z-Image Loader: {role} '{choice}' is {info.description}, not {wanted}. {advice}")
+    return info
 
 
 class ZImageLoader(io.ComfyNode):
@@ -134,30 +138,29 @@ class ZImageLoader(io.ComfyNode):
         te_path = folder_paths.get_full_path_or_raise("text_encoders", text_encoder)
         vae_path = folder_paths.get_full_path_or_raise("vae", vae)
 
-        dit = _inspect(model_path, "diffusion model", diffusion_model)
-        if dit.kind != "zimage_dit":
-            raise ValueError(
-                f"Z-Image Loader: '{diffusion_model}' is {dit.description}, not a Z-Image diffusion model. "
-                "Choose a Z-Image file (e.g. z_image_turbo_bf16.safetensors), or load this one with the loader for its type."
-            )
-        te = _inspect(te_path, "text encoder", text_encoder)
-        if te.kind != "qwen3_text_encoder":
-            raise ValueError(
-                f"Z-Image Loader: text encoder '{text_encoder}' is {te.description}, not a Qwen3 text encoder. "
-                "Z-Image needs qwen_3_4b.safetensors."
-            )
+        dit = _inspect(
+            model_path,
+            "diffusion model",
+            diffusion_model,
+            "zimage_dit",
+            "a Z-Image diffusion model",
+            "Choose a Z-Image file (e.g. z_image_turbo_bf16.safetensors), or load this one with the loader for its type.",
+        )
+        te = _inspect(
+            te_path,
+            "text encoder",
+            text_encoder,
+            "qwen3_text_encoder",
+            "a Qwen3 text encoder",
+            "Z-Image needs qwen_3_4b.safetensors.",
+        )
         if te.config.hidden_size != dit.config.cap_feat_dim:
             raise ValueError(
                 f"Z-Image Loader: text encoder '{text_encoder}' produces {te.config.hidden_size}-wide features but "
                 f"'{diffusion_model}' expects {dit.config.cap_feat_dim}-wide captions. Use the text encoder made for "
                 "this model (qwen_3_4b.safetensors for Z-Image)."
             )
-        vae_info = _inspect(vae_path, "VAE", vae)
-        if vae_info.kind != "flux_vae":
-            raise ValueError(
-                f"Z-Image Loader: VAE '{vae}' is {vae_info.description}, not the Flux VAE (16 latent channels). "
-                "Z-Image needs ae.safetensors."
-            )
+        _inspect(vae_path, "VAE", vae, "flux_vae", "the Flux VAE (16 latent channels)", "Z-Image needs ae.safetensors.")
 
         detection = detect_variant(variant, dit.metadata, os.path.basename(model_path.rstrip("/")))
         chosen = detection.variant

@@ -137,35 +137,10 @@ def _comfy_rows(host, result: dict, size: dict, device, pos, neg, latent, rounds
     zero_neg = bs.zero_out(pos)
 
     def turbo_ours():
-        return bs.call_node(
-            host,
-            "ZINodesTurboSampler",
-            model=model,
-            positive=pos,
-            latent_image=latent,
-            seed=seed,
-            steps=turbo_steps,
-            sampler_name="euler",
-            shift=turbo_shift,
-            denoise=1.0,
-        )[0]
+        return bs.turbo_sampler(host, model, pos, latent, turbo_steps, seed, turbo_shift)
 
     def turbo_native():
-        m = bs.call_node(host, "ModelSamplingAuraFlow", model=model, shift=turbo_shift)[0]
-        return bs.call_node(
-            host,
-            "KSampler",
-            model=m,
-            seed=seed,
-            steps=turbo_steps,
-            cfg=1.0,
-            sampler_name="euler",
-            scheduler="simple",
-            positive=pos,
-            negative=zero_neg,
-            latent_image=latent,
-            denoise=1.0,
-        )[0]
+        return bs.native_ksampler(host, model, pos, zero_neg, latent, turbo_steps, 1.0, seed, turbo_shift)
 
     def base_ours():
         g = bs.call_node(
@@ -189,21 +164,7 @@ def _comfy_rows(host, result: dict, size: dict, device, pos, neg, latent, rounds
         )[0]
 
     def base_native():
-        m = bs.call_node(host, "ModelSamplingAuraFlow", model=model, shift=base_shift)[0]
-        return bs.call_node(
-            host,
-            "KSampler",
-            model=m,
-            seed=seed,
-            steps=base_steps,
-            cfg=cfg,
-            sampler_name="euler",
-            scheduler="simple",
-            positive=pos,
-            negative=neg,
-            latent_image=latent,
-            denoise=1.0,
-        )[0]
+        return bs.native_ksampler(host, model, pos, neg, latent, base_steps, cfg, seed, base_shift)
 
     comfy_paths = {
         ("Turbo", "ours: ZImageTurboSampler"): turbo_ours,
@@ -253,9 +214,12 @@ def _diffusers_rows(result: dict, size: dict, device, pos, neg, rounds: int, see
     return _measure(diffusers_paths, rounds, counter=("diffusers", tr))
 
 
-class _DiffusersCounter:
+class _DiffusersCounter(bc.ForwardCounter):
+    """bench_common's forward counter (same summary), hooked on one diffusers transformer."""
+
     def __init__(self, module):
-        self.module, self.batches = module, []
+        super().__init__()
+        self.module = module
 
     def __enter__(self):
         def hook(mod, args):
@@ -267,13 +231,7 @@ class _DiffusersCounter:
 
     def __exit__(self, *exc):
         self.handle.remove()
-
-    def summary(self):
-        counts = {}
-        for b in self.batches:
-            counts[b] = counts.get(b, 0) + 1
-        desc = " + ".join(f"{n} x b{b}" for b, n in sorted(counts.items(), reverse=True)) or "0"
-        return {"calls": len(self.batches), "samples": sum(self.batches), "desc": desc, "batches": self.batches}
+        return False
 
 
 def _measure(paths: dict, rounds: int, counter) -> list[dict]:
