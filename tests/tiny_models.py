@@ -101,7 +101,7 @@ def zimage_comfy_shapes(
     pad_tokens=True,
 ) -> dict:
     """ComfyUI-layout Z-Image DiT keys and shapes, written out from comfy/ldm/lumina/model.py
-    (NextDiT with z_image_modulation), independently of core.checkpoint's own table."""
+    (NextDiT with z_image_modulation), independently of core's config inference (a test oracle)."""
     n_kv_heads = n_kv_heads or n_heads
     hd = dim // n_heads
     ffn = 256 * ((int(8.0 / 3.0 * dim) + 255) // 256)
