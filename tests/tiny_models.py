@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from zimage_nodes.core.model_configs import ZIMAGE_AXES_DIMS, ZIMAGE_AXES_LENS
 from zimage_nodes.tools.demo_weights import TINY, fill_random
 
 # TINY (dim 256, the demo models' size): diffusers builds it too, but its FFN and timestep MLP
@@ -23,8 +24,8 @@ def diffusers_transformer(seed: int = 0, **size):
     model = ZImageTransformer2DModel(
         **size,
         n_kv_heads=size["n_heads"],
-        axes_dims=[32, 48, 48],
-        axes_lens=[1536, 512, 512],
+        axes_dims=list(ZIMAGE_AXES_DIMS),
+        axes_lens=list(ZIMAGE_AXES_LENS),
     )
     # diffusers zero-initialises some layers (final layer, adaLN); random values everywhere make
     # parity tests sensitive to every weight.

@@ -43,14 +43,15 @@ def comfy_model(size: dict, device, dtype=torch.bfloat16, seed: int = 0):
 def diffusers_transformer(size: dict, device, dtype=torch.bfloat16, seed: int = 0):
     from diffusers import ZImageTransformer2DModel
 
+    from zimage_nodes.core.model_configs import ZIMAGE_AXES_DIMS, ZIMAGE_AXES_LENS
     from zimage_nodes.tools import demo_weights
 
     with torch.device("meta"):
         tr = ZImageTransformer2DModel(
             **size,
             n_kv_heads=size["n_heads"],
-            axes_dims=[32, 48, 48],
-            axes_lens=[1536, 512, 512],
+            axes_dims=list(ZIMAGE_AXES_DIMS),
+            axes_lens=list(ZIMAGE_AXES_LENS),
         )
     tr = tr.to(dtype=dtype).to_empty(device=device)
     demo_weights.fill_random(tr, seed, scale=0.02)
