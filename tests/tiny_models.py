@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from zimage_nodes.core.model_configs import ZIMAGE_AXES_DIMS, ZIMAGE_AXES_LENS
-from zimage_nodes.tools.demo_weights import TINY, fill_random
+from zimage_nodes.tools.demo_weights import FULL, TINY, fill_random  # noqa: F401  (FULL re-exported: tm.TINY, tm.FULL)
 
 # TINY (dim 256, the demo models' size): diffusers builds it too, but its FFN and timestep MLP
 # differ from ComfyUI's below dim 1024, so cross-implementation checks use CROSS.

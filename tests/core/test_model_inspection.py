@@ -157,7 +157,7 @@ COMFY_ZIMAGE_3840 = {
 
 
 def test_real_size_zimage_from_a_sparse_header_only_file(tmp_path):
-    shapes = tm.zimage_comfy_shapes(dim=3840, n_layers=30, n_refiner_layers=2, n_heads=30, cap_feat_dim=2560)
+    shapes = tm.zimage_comfy_shapes(**tm.FULL)
     size = tm.write_header_only(tmp_path / "z_image_turbo_bf16.safetensors", shapes)
     assert size > 12e9
     info = inspect_model(tmp_path / "z_image_turbo_bf16.safetensors")
@@ -167,9 +167,7 @@ def test_real_size_zimage_from_a_sparse_header_only_file(tmp_path):
     assert 6.1e9 < info.params < 6.2e9  # "6.15 B parameter single-stream DiT"
     assert cfg.comfy_unet_config() == COMFY_ZIMAGE_3840
     # Exactly the config ComfyUI builds at this size (the released model has ComfyUI's widths).
-    assert dataclasses.replace(cfg, params=0) == ZImageDiTConfig.for_size(
-        dim=3840, n_layers=30, n_refiner_layers=2, n_heads=30, cap_feat_dim=2560
-    )
+    assert dataclasses.replace(cfg, params=0) == ZImageDiTConfig.for_size(**tm.FULL)
 
 
 def test_comfy_unet_config_for_the_cross_size(tmp_path):
@@ -529,7 +527,7 @@ def test_reasons_are_a_closed_set_of_tags():
 
 
 def test_inspection_reads_only_the_header(tmp_path, monkeypatch):
-    shapes = tm.zimage_comfy_shapes(dim=3840, n_layers=30, n_refiner_layers=2, n_heads=30, cap_feat_dim=2560)
+    shapes = tm.zimage_comfy_shapes(**tm.FULL)
     path = tmp_path / "huge.safetensors"
     tm.write_header_only(path, shapes)
     # A real-size (12 GB, sparse) file: anything beyond the header would show in the byte count.

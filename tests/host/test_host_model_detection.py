@@ -19,9 +19,7 @@ def meta(shapes: dict) -> dict:
 def test_comfyui_detection_agrees_at_real_size(host, tmp_path, pad):
     import comfy.model_detection
 
-    shapes = tm.zimage_comfy_shapes(
-        dim=3840, n_layers=30, n_refiner_layers=2, n_heads=30, cap_feat_dim=2560, pad_tokens=pad
-    )
+    shapes = tm.zimage_comfy_shapes(**tm.FULL, pad_tokens=pad)
     tm.write_header_only(tmp_path / "z.safetensors", shapes)
     ours = inspect_model(tmp_path / "z.safetensors").config.comfy_unet_config()
     assert ours == comfy.model_detection.detect_unet_config(meta(shapes), "")
