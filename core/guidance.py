@@ -4,7 +4,7 @@ ComfyUI blends ``neg + cfg * (pos - neg)``; diffusers' ``ZImagePipeline`` writes
 ``pos + g * (pos - neg)`` with ``g = guidance_scale``, so ``cfg = g + 1`` (Turbo's ``g = 0`` is
 ``cfg = 1``: the negative is never evaluated).
 
-Z-Image adds two knobs on top of the blend (see ../shared/zimage-reference.md):
+Z-Image adds two knobs on top of the blend (as diffusers' ``ZImagePipeline`` applies them):
 
 * ``cfg_normalization = r``: per sample, the guided prediction may not be longer (L2) than ``r``
   times the positive prediction; longer ones are scaled back onto that sphere.

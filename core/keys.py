@@ -165,10 +165,6 @@ def diffusers_to_comfy_names(names: Iterable[str]) -> dict[str, tuple[str, ...]]
     return plan
 
 
-# The name the inspection code (and the brief) uses for the header-only plan.
-convert_header_names = diffusers_to_comfy_names
-
-
 def comfy_to_diffusers_names(names: Iterable[str]) -> dict[str, str | tuple[str, str, str]]:
     """Plan the ComfyUI -> diffusers conversion from key names alone.
 

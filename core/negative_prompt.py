@@ -30,18 +30,26 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
         "mutated hands",
     ),
     "composition": ("cropped", "out of frame", "cut off", "bad framing", "duplicate"),
-    "text": ("text", "watermark", "signature", "logo", "username"),
+    # Named for what it removes: a toggle called just "text" reads like a text field in the node.
+    "text_and_watermarks": ("text", "watermark", "signature", "logo", "username"),
     # For photographic targets: these push away from illustration and blown-out looks, so leave the
     # category off when an illustration, render or painting is what is wanted.
     "style": ("cartoon", "3d render", "painting", "oversaturated", "overexposed"),
 }
 
 # Emphasis for the "clip" target; 1.0 is written without parentheses.
-WEIGHTS: dict[str, float] = {"quality": 1.4, "body": 1.3, "composition": 1.0, "text": 1.0, "style": 1.0}
+WEIGHTS: dict[str, float] = {
+    "quality": 1.4,
+    "body": 1.3,
+    "composition": 1.0,
+    "text_and_watermarks": 1.0,
+    "style": 1.0,
+}
 
 # Style is off by default because it assumes a photographic target.
-DEFAULT_ENABLED: tuple[str, ...] = ("quality", "body", "composition", "text")
+DEFAULT_ENABLED: tuple[str, ...] = ("quality", "body", "composition", "text_and_watermarks")
 
+# The first is the default.
 TARGETS = ("zimage", "clip")
 
 # ComfyUI's escapes for literal parentheses (sd1_clip.escape_important); kept as written.

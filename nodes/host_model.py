@@ -10,6 +10,7 @@ import comfy.model_patcher
 import comfy.model_sampling
 import comfy.sd
 import comfy.supported_models
+import comfy.supported_models_base
 import comfy.text_encoders.z_image
 import comfy.utils
 import folder_paths
@@ -17,7 +18,7 @@ import torch
 from comfy.text_encoders.hunyuan_video import llama_detect
 
 from ..core import keys
-from ..core.checkpoint import ModelInfo
+from ..core.model_inspection import ModelInfo
 
 log = logging.getLogger("zimage_nodes")
 
@@ -97,10 +98,9 @@ def load_text_encoder(info: ModelInfo, te_config: dict | None):
     if info.layout == "transformers":
         # ComfyUI's Qwen3 module nests the decoder under `model.`; Hugging Face's bare model does not.
         sd = keys.add_prefix(sd, "model.")
-    target = type("ClipTarget", (), {})()
-    target.params = {}
-    target.clip = comfy.text_encoders.z_image.te(**llama_detect(sd))
-    target.tokenizer = comfy.text_encoders.z_image.ZImageTokenizer
+    target = comfy.supported_models_base.ClipTarget(
+        comfy.text_encoders.z_image.ZImageTokenizer, comfy.text_encoders.z_image.te(**llama_detect(sd))
+    )
     model_options = {"qwen3_4b_model_config": te_config} if te_config else {}
     return comfy.sd.CLIP(
         target,
@@ -132,7 +132,8 @@ def with_flow_shift(model, shift: float):
     return m
 
 
-def current_shift(model) -> float | None:
+def current_shift(model) -> float:
+    """The model's flow shift; NaN when its sampling has none (not a flow-matching model)."""
     sampling = model.get_model_object("model_sampling")
     return float(getattr(sampling, "shift", float("nan")))
 
@@ -144,8 +145,3 @@ def tag_variant(model, variant_name: str, reason: str):
 def variant_of(model) -> dict | None:
     """The variant the Z-Image loader tagged this model with, if it came from our loader."""
     return getattr(model, "model_options", {}).get(VARIANT_KEY)
-
-
-def is_zimage(model) -> bool:
-    config = getattr(getattr(model, "model", None), "model_config", None)
-    return isinstance(config, comfy.supported_models.ZImage)

@@ -8,14 +8,15 @@ import os
 import folder_paths
 from comfy_api.latest import io, ui
 
-from ..core.checkpoint import CheckpointError, inspect_model
-from ..core.variants import detect_variant
+from ..core.model_configs import QWEN3_4B_HIDDEN
+from ..core.model_errors import CheckpointError
+from ..core.model_inspection import inspect_model
+from ..core.variants import BASE, CHOICES, TURBO, detect_variant
 from . import host_model
 
 log = logging.getLogger("zimage_nodes")
 
 CHECKPOINT_TAG = "[checkpoint] "
-QWEN3_4B_WIDTH = 2560
 
 
 def _looks_like_diffusers_dir(path: str) -> bool:
@@ -61,11 +62,17 @@ def resolve_model_path(choice: str) -> str:
     return folder_paths.get_full_path_or_raise("diffusion_models", choice)
 
 
-def _inspect(path: str, role: str):
+def _inspect(path: str, role: str, choice: str, kind: str, wanted: str, advice: str):
+    """inspect_model, refusing anything but `kind`. Refusals are written for the node's user:
+    which input, what is wrong with the file, what to do, and the full path (the dropdown shows
+    only a relative name)."""
     try:
-        return inspect_model(path)
+        info = inspect_model(path)
     except CheckpointError as e:
-        raise ValueError(f"Z-Image Loader, {role}: {e}") from None
+        raise ValueError(f"Z-Image Loader, {role} '{choice}': {e.problem}. {e.advice}. (File: {e.path})") from None
+    if info.kind != kind:
+        raise ValueError(f"Z-Image Loader: {role} '{choice}' is {info.description}, not {wanted}. {advice}")
+    return info
 
 
 class ZImageLoader(io.ComfyNode):
@@ -101,12 +108,12 @@ class ZImageLoader(io.ComfyNode):
                 ),
                 io.Combo.Input(
                     "variant",
-                    options=["auto", "turbo", "base"],
+                    options=list(CHOICES),
                     default="auto",
                     tooltip=(
-                        "auto: read the file's metadata, then its name. turbo: the distilled model (8 steps, "
-                        "cfg 1, shift 3, negative prompt has no effect). base: the undistilled model (CFG with a "
-                        "negative prompt, shift 6)."
+                        f"auto: read the file's metadata, then its name. turbo: the distilled model ({TURBO.steps} "
+                        f"steps, cfg {TURBO.cfg:g}, shift {TURBO.shift:g}, negative prompt has no effect). base: the "
+                        f"undistilled model (CFG with a negative prompt, shift {BASE.shift:g})."
                     ),
                 ),
                 io.Combo.Input(
@@ -131,30 +138,29 @@ class ZImageLoader(io.ComfyNode):
         te_path = folder_paths.get_full_path_or_raise("text_encoders", text_encoder)
         vae_path = folder_paths.get_full_path_or_raise("vae", vae)
 
-        dit = _inspect(model_path, "diffusion model")
-        if dit.kind != "zimage_dit":
-            raise ValueError(
-                f"Z-Image Loader: '{diffusion_model}' is {dit.description}, not a Z-Image diffusion model. "
-                "Choose a Z-Image file (e.g. z_image_turbo_bf16.safetensors), or load this one with the loader for its type."
-            )
-        te = _inspect(te_path, "text encoder")
-        if te.kind != "qwen3_text_encoder":
-            raise ValueError(
-                f"Z-Image Loader: text encoder '{text_encoder}' is {te.description}, not a Qwen3 text encoder. "
-                "Z-Image needs qwen_3_4b.safetensors."
-            )
+        dit = _inspect(
+            model_path,
+            "diffusion model",
+            diffusion_model,
+            "zimage_dit",
+            "a Z-Image diffusion model",
+            "Choose a Z-Image file (e.g. z_image_turbo_bf16.safetensors), or load this one with the loader for its type.",
+        )
+        te = _inspect(
+            te_path,
+            "text encoder",
+            text_encoder,
+            "qwen3_text_encoder",
+            "a Qwen3 text encoder",
+            "Z-Image needs qwen_3_4b.safetensors.",
+        )
         if te.config.hidden_size != dit.config.cap_feat_dim:
             raise ValueError(
                 f"Z-Image Loader: text encoder '{text_encoder}' produces {te.config.hidden_size}-wide features but "
                 f"'{diffusion_model}' expects {dit.config.cap_feat_dim}-wide captions. Use the text encoder made for "
                 "this model (qwen_3_4b.safetensors for Z-Image)."
             )
-        vae_info = _inspect(vae_path, "VAE")
-        if vae_info.kind != "flux_vae":
-            raise ValueError(
-                f"Z-Image Loader: VAE '{vae}' is {vae_info.description}, not the Flux VAE (16 latent channels). "
-                "Z-Image needs ae.safetensors."
-            )
+        _inspect(vae_path, "VAE", vae, "flux_vae", "the Flux VAE (16 latent channels)", "Z-Image needs ae.safetensors.")
 
         detection = detect_variant(variant, dit.metadata, os.path.basename(model_path.rstrip("/")))
         chosen = detection.variant
@@ -167,7 +173,7 @@ class ZImageLoader(io.ComfyNode):
         model = host_model.with_flow_shift(model, chosen.shift)
         host_model.tag_variant(model, chosen.name, detection.reason)
 
-        te_config = None if te.config.hidden_size == QWEN3_4B_WIDTH else te.config.comfy_model_config()
+        te_config = None if te.config.hidden_size == QWEN3_4B_HIDDEN else te.config.comfy_model_config()
         clip = host_model.load_text_encoder(te, te_config)
         vae_obj = host_model.load_vae(vae_path)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..core.negative_prompt import CATEGORIES, build_negative_prompt
+from ..core.negative_prompt import CATEGORIES, DEFAULT_ENABLED, TARGETS, build_negative_prompt
 
 _CATEGORY_TOOLTIPS = {name: ", ".join(phrases) for name, phrases in CATEGORIES.items()}
 
@@ -26,12 +26,14 @@ class ZImageNegativePrompt(io.ComfyNode):
             inputs=[
                 io.Combo.Input(
                     "target",
-                    options=["zimage", "clip"],
-                    default="zimage",
+                    options=list(TARGETS),
+                    default=TARGETS[0],
                     tooltip="zimage: plain phrases (Z-Image base). clip: weighted emphasis for CLIP text encoders (SD 1.x, SDXL).",
                 ),
                 *[
-                    io.Boolean.Input(name, default=name != "style", tooltip=f"Include: {_CATEGORY_TOOLTIPS[name]}")
+                    io.Boolean.Input(
+                        name, default=name in DEFAULT_ENABLED, tooltip=f"Include: {_CATEGORY_TOOLTIPS[name]}"
+                    )
                     for name in CATEGORIES
                 ],
                 io.String.Input(

@@ -1,38 +1,48 @@
 """Tiny random-weight models with the real key layouts, built at test time (weights are never
-committed). Sizes follow ../shared/zimage-reference.md: head size = sum(axes_dims) = 128."""
+committed). Head size is always sum(axes_dims) = 128, the only one ComfyUI's Z-Image rotary
+embedding takes."""
 
 from __future__ import annotations
 
 import torch
 
-# dim 256 (2 heads of 128): smallest width ComfyUI builds; diffusers builds it too, but its
-# timestep MLP differs from ComfyUI's below dim 1024, so cross-implementation checks use CROSS.
-TINY = dict(dim=256, n_layers=2, n_refiner_layers=1, n_heads=2, cap_feat_dim=64)
+from zimage_nodes.core.model_configs import ZIMAGE_AXES_DIMS, ZIMAGE_AXES_LENS
+from zimage_nodes.tools.demo_weights import FULL, TINY, fill_random  # noqa: F401  (FULL re-exported: tm.TINY, tm.FULL)
+
+# TINY (dim 256, the demo models' size): diffusers builds it too, but its FFN and timestep MLP
+# differ from ComfyUI's below dim 1024, so cross-implementation checks use CROSS.
 # Same weights give the same function in diffusers and ComfyUI (dim >= 1024, dim*8/3 % 256 == 0).
 CROSS = dict(dim=1152, n_layers=1, n_refiner_layers=1, n_heads=9, cap_feat_dim=64)
 
 
-def diffusers_transformer(seed: int = 0, dim=256, n_layers=2, n_refiner_layers=1, n_heads=2, cap_feat_dim=64):
-    """A diffusers ZImageTransformer2DModel with random weights, pad tokens included."""
+def diffusers_transformer(seed: int = 0, **size):
+    """A diffusers ZImageTransformer2DModel with random weights, pad tokens included (TINY size
+    unless overridden)."""
     from diffusers import ZImageTransformer2DModel
 
-    torch.manual_seed(seed)
+    size = {**TINY, **size}
     model = ZImageTransformer2DModel(
-        dim=dim,
-        n_layers=n_layers,
-        n_refiner_layers=n_refiner_layers,
-        n_heads=n_heads,
-        n_kv_heads=n_heads,
-        cap_feat_dim=cap_feat_dim,
-        axes_dims=[32, 48, 48],
-        axes_lens=[1536, 512, 512],
+        **size,
+        n_kv_heads=size["n_heads"],
+        axes_dims=list(ZIMAGE_AXES_DIMS),
+        axes_lens=list(ZIMAGE_AXES_LENS),
     )
     # diffusers zero-initialises some layers (final layer, adaLN); random values everywhere make
     # parity tests sensitive to every weight.
+    return fill_random(model, seed, norm_gain=0.0).eval()
+
+
+def sharp_cross_transformer(seed: int = 4):
+    """diffusers_transformer at CROSS size with O(1) q/k RMSNorm gains. With small weights the
+    attention logits are ~0 and softmax is uniform, so q and k could be swapped unnoticed; these
+    gains give sharp attention that depends on their order."""
+    model = diffusers_transformer(seed=seed, **CROSS)
+    g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn_like(p) * 0.05)
-    return model.eval()
+        for name, p in model.named_parameters():
+            if name.endswith(("norm_q.weight", "norm_k.weight")):
+                p.copy_(2.0 + torch.randn(p.shape, generator=g))
+    return model
 
 
 def save_safetensors(path, state_dict: dict, metadata: dict | None = None):
@@ -92,7 +102,7 @@ def zimage_comfy_shapes(
     pad_tokens=True,
 ) -> dict:
     """ComfyUI-layout Z-Image DiT keys and shapes, written out from comfy/ldm/lumina/model.py
-    (NextDiT with z_image_modulation), independently of core.checkpoint's own table."""
+    (NextDiT with z_image_modulation), independently of core's config inference (a test oracle)."""
     n_kv_heads = n_kv_heads or n_heads
     hd = dim // n_heads
     ffn = 256 * ((int(8.0 / 3.0 * dim) + 255) // 256)

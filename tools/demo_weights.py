@@ -2,7 +2,8 @@
 where the real weights are absent (tests, `run_workflow --demo-weights`). Images made with them
 are noise: the point is that every node, file format and connection is exercised for real.
 
-Built with ComfyUI's own model classes, so a booted host is required (see headless.py).
+Built with ComfyUI's own model classes, so a booted host is required (see headless.py); the
+sizes (TINY, FULL) and the random fill are also what the tests and benchmarks use.
 """
 
 from __future__ import annotations
@@ -11,8 +12,14 @@ from pathlib import Path
 
 import torch
 
-# dim 256 = 2 heads of 128 (head size must equal sum(axes_dims)); caption width = text encoder width.
-DIT = dict(dim=256, n_layers=2, n_refiner_layers=1, n_heads=2, cap_feat_dim=64)
+from ..core.model_configs import ZImageDiTConfig
+
+# Model sizes (ZImageDiTConfig.for_size arguments), shared by the demo files, tests and benchmarks.
+# TINY: dim 256 = 2 heads of 128 (head size must equal sum(axes_dims)), the smallest width ComfyUI
+# builds; caption width = the demo text encoder's width.
+TINY = dict(dim=256, n_layers=2, n_refiner_layers=1, n_heads=2, cap_feat_dim=64)
+# FULL: the released Z-Image / Z-Image-Turbo DiT (6.15 B parameters).
+FULL = dict(dim=3840, n_layers=30, n_refiner_layers=2, n_heads=30, cap_feat_dim=2560)
 TEXT_ENCODER = dict(
     hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1
 )
@@ -25,34 +32,38 @@ NAMES = {
 }
 
 
-def zimage_unet_config(dim: int, n_layers: int, n_refiner_layers: int, n_heads: int, cap_feat_dim: int) -> dict:
-    """The unet_config ComfyUI's detection produces for Z-Image, at any width."""
-    return {
-        "image_model": "lumina2",
-        "patch_size": 2,
-        "in_channels": 16,
-        "dim": dim,
-        "cap_feat_dim": cap_feat_dim,
-        "n_layers": n_layers,
-        "n_refiner_layers": n_refiner_layers,
-        "n_heads": n_heads,
-        "n_kv_heads": n_heads,
-        "qk_norm": True,
-        "axes_dims": [32, 48, 48],
-        "axes_lens": [1536, 512, 512],
-        "rope_theta": 256.0,
-        "ffn_dim_multiplier": 8.0 / 3.0,
-        "z_image_modulation": True,
-        "time_scale": 1000.0,
-        "pad_tokens_multiple": 32,
-    }
+def unet_config(**size) -> dict:
+    """ComfyUI's Z-Image unet_config at this size (TINY's fields, any of them overridden)."""
+    return ZImageDiTConfig.for_size(**{**TINY, **size}).comfy_unet_config()
 
 
-def _randomise(module: torch.nn.Module, seed: int, scale: float = 0.05) -> dict:
-    # ComfyUI's ops skip weight init (weights normally come from a file): fill every tensor.
-    gen = torch.Generator().manual_seed(seed)
-    sd = module.state_dict()
-    return {k: (torch.randn(v.shape, generator=gen) * scale).to(v.dtype) for k, v in sd.items()}
+def random_tensors(
+    shapes: dict, seed: int, scale: float = 0.05, norm_gain: float = 1.0, dtype=torch.float32, device="cpu"
+):
+    """(name, tensor) pairs of N(0, scale) values for {name: shape}, one tensor at a time (a full-size
+    model is filled in place without a second copy). ComfyUI's ops skip weight init (weights
+    normally come from a file), so random models are filled with this. Norm gains (1-D weights
+    named *norm*) get `norm_gain` added: gains near 0 scale every activation to ~0 and make
+    attention uniform, so outputs would barely depend on the weights being checked; 0.0 keeps them
+    plain noise."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    for name, shape in shapes.items():
+        t = torch.randn(tuple(shape), generator=gen, device=device, dtype=torch.float32).mul_(scale)
+        if norm_gain and len(shape) == 1 and "norm" in name and name.endswith("weight"):
+            t.add_(norm_gain)
+        yield name, t.to(dtype)
+
+
+def fill_random(module: torch.nn.Module, seed: int, scale: float = 0.05, norm_gain: float = 1.0) -> torch.nn.Module:
+    """Overwrite every floating-point parameter and buffer of `module` in place with
+    random_tensors, on the module's device and in its dtypes."""
+    tensors = module.state_dict(keep_vars=True)
+    device = next(iter(tensors.values())).device
+    shapes = {k: tuple(v.shape) for k, v in tensors.items() if v.is_floating_point()}
+    with torch.no_grad():
+        for name, value in random_tensors(shapes, seed, scale, norm_gain, device=device):
+            tensors[name].copy_(value)
+    return module
 
 
 def dit_shapes(**size) -> dict:
@@ -60,8 +71,7 @@ def dit_shapes(**size) -> dict:
     import comfy.ldm.lumina.model
     import comfy.ops
 
-    cfg = zimage_unet_config(**{**DIT, **size})
-    cfg = {k: v for k, v in cfg.items() if k != "image_model"}
+    cfg = {k: v for k, v in unet_config(**size).items() if k != "image_model"}
     model = comfy.ldm.lumina.model.NextDiT(
         **cfg, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init
     )
@@ -69,8 +79,7 @@ def dit_shapes(**size) -> dict:
 
 
 def dit_state_dict(seed: int = 0, **size) -> dict:
-    gen = torch.Generator().manual_seed(seed)
-    return {k: torch.randn(shape, generator=gen) * 0.05 for k, shape in dit_shapes(**size).items()}
+    return dict(random_tensors(dit_shapes(**size), seed, norm_gain=0.0))
 
 
 def text_encoder_state_dict(seed: int = 1, **size) -> dict:
@@ -81,13 +90,7 @@ def text_encoder_state_dict(seed: int = 1, **size) -> dict:
     model = comfy.text_encoders.llama.Qwen3_4B(
         config, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init
     )
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for k, v in model.state_dict().items():
-        # Norm weights near 1 keep the hidden states finite through the layers.
-        base = 1.0 if k.endswith("norm.weight") else 0.0
-        out[k] = base + torch.randn(v.shape, generator=gen) * 0.05
-    return out
+    return dict(random_tensors({k: v.shape for k, v in model.state_dict().items()}, seed))
 
 
 def flux_vae_state_dict(seed: int = 2, dtype=torch.bfloat16) -> dict:
@@ -108,14 +111,8 @@ def flux_vae_state_dict(seed: int = 2, dtype=torch.bfloat16) -> dict:
     }
     with torch.device("meta"):
         vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=ddconfig, embed_dim=16)
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for k, v in vae.state_dict().items():
-        if not (k.startswith("encoder.") or k.startswith("decoder.")):
-            continue
-        base = 1.0 if (".norm" in k and k.endswith(".weight")) else 0.0
-        out[k] = (base + torch.randn(v.shape, generator=gen) * 0.02).to(dtype)
-    return out
+    shapes = {k: v.shape for k, v in vae.state_dict().items() if k.startswith(("encoder.", "decoder."))}
+    return dict(random_tensors(shapes, seed, scale=0.02, dtype=dtype))
 
 
 def save_header_only(path, shapes: dict, dtype: str = "BF16", metadata: dict | None = None) -> int:

@@ -20,17 +20,17 @@ def phrases(text: str) -> list[str]:
 
 
 def test_categories_and_weights_are_the_documented_ones():
-    assert list(CATEGORIES) == ["quality", "body", "composition", "text", "style"]
+    assert list(CATEGORIES) == ["quality", "body", "composition", "text_and_watermarks", "style"]
     assert CATEGORIES["quality"][:2] == ("worst quality", "low quality")
-    assert "mutated hands" in CATEGORIES["body"] and "watermark" in CATEGORIES["text"]
-    assert WEIGHTS == {"quality": 1.4, "body": 1.3, "composition": 1.0, "text": 1.0, "style": 1.0}
+    assert "mutated hands" in CATEGORIES["body"] and "watermark" in CATEGORIES["text_and_watermarks"]
+    assert WEIGHTS == {"quality": 1.4, "body": 1.3, "composition": 1.0, "text_and_watermarks": 1.0, "style": 1.0}
     assert "style" not in DEFAULT_ENABLED
 
 
 def test_zimage_target_is_plain_phrases_in_priority_order():
-    out = build_negative_prompt({"text": True, "quality": True, "body": False}, target="zimage")
+    out = build_negative_prompt({"text_and_watermarks": True, "quality": True, "body": False}, target="zimage")
     assert "(" not in out and ":" not in out
-    assert phrases(out) == list(CATEGORIES["quality"]) + list(CATEGORIES["text"])
+    assert phrases(out) == list(CATEGORIES["quality"]) + list(CATEGORIES["text_and_watermarks"])
 
 
 def test_clip_target_weights_quality_and_body_only():
@@ -45,8 +45,8 @@ def test_clip_target_weights_quality_and_body_only():
 
 
 def test_order_given_does_not_change_priority():
-    a = build_negative_prompt(["style", "text", "quality"], target="zimage")
-    b = build_negative_prompt({"quality": True, "text": True, "style": True}, target="zimage")
+    a = build_negative_prompt(["style", "text_and_watermarks", "quality"], target="zimage")
+    b = build_negative_prompt({"quality": True, "text_and_watermarks": True, "style": True}, target="zimage")
     assert a == b
     assert phrases(a)[0] == "worst quality" and phrases(a)[-1] == "overexposed"
 
@@ -57,7 +57,9 @@ def test_extra_comes_last_verbatim_for_clip():
 
 
 def test_extra_emphasis_is_stripped_for_zimage():
-    out = build_negative_prompt(["text"], extra="((mustache)), (red eyes:1.2), (a, b:0.8)", target="zimage")
+    out = build_negative_prompt(
+        ["text_and_watermarks"], extra="((mustache)), (red eyes:1.2), (a, b:0.8)", target="zimage"
+    )
     assert phrases(out)[-4:] == ["mustache", "red eyes", "a", "b"]
     assert "(" not in out and "1.2" not in out
 

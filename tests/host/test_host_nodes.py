@@ -57,7 +57,7 @@ def guided_prompt(names, steps=6, cfg=4.0, truncation=1.0, normalization=0.0):
                 "quality": True,
                 "body": True,
                 "composition": True,
-                "text": True,
+                "text_and_watermarks": True,
                 "style": False,
                 "extra": "mustache",
             },

@@ -4,43 +4,15 @@ NextDiT forwards on a tiny random Z-Image model built with ComfyUI's classes."""
 import pytest
 import torch
 
+from zimage_nodes.tools import demo_weights
+from zimage_nodes.tools.demo_weights import fill_random
+
 pytestmark = pytest.mark.host
 
 TOL = 1e-5
 
-UNET_CONFIG = dict(
-    # what comfy.model_detection's dim == 3840 branch produces, at width 256 (2 heads of 128)
-    image_model="lumina2",
-    patch_size=2,
-    in_channels=16,
-    dim=256,
-    cap_feat_dim=64,
-    n_layers=2,
-    n_refiner_layers=1,
-    qk_norm=True,
-    n_heads=2,
-    n_kv_heads=2,
-    axes_dims=[32, 48, 48],
-    axes_lens=[1536, 512, 512],
-    rope_theta=256.0,
-    ffn_dim_multiplier=8.0 / 3.0,
-    z_image_modulation=True,
-    time_scale=1000.0,
-    pad_tokens_multiple=32,
-)
-
-
-def _randomise(module, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-        # q/k RMSNorm gains near 1, not 0.05: otherwise every attention logit is ~0, attention is
-        # almost uniform and the outputs barely depend on positions, masks or neighbours.
-        for name, p in module.named_parameters():
-            if name.endswith(("q_norm.weight", "k_norm.weight")):
-                p.add_(1.0)
-    return module.eval()
+# What comfy.model_detection's dim == 3840 branch produces, at the demo models' width 256.
+UNET_CONFIG = demo_weights.unet_config()
 
 
 def _build(host, seed=0, **overrides):
@@ -50,7 +22,7 @@ def _build(host, seed=0, **overrides):
     model_config = comfy.supported_models.ZImage(cfg)
     model_config.set_inference_dtype(torch.float32, None)
     model = model_config.get_model({})
-    return model, _randomise(model.diffusion_model, seed)
+    return model, fill_random(model.diffusion_model, seed).eval()
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +167,7 @@ def test_half_precision_model(host, mod, dtype):
 
     model_config = comfy.supported_models.ZImage(dict(UNET_CONFIG))
     model_config.set_inference_dtype(dtype, None)
-    dm = _randomise(model_config.get_model({}).diffusion_model, 0)
+    dm = fill_random(model_config.get_model({}).diffusion_model, 0).eval()
     x, t, contexts = _inputs([7, 40], hw=(8, 8))  # half-precision matmuls are slow on CPU
     x = x.to(dtype)
     contexts = [c.to(dtype) for c in contexts]

@@ -24,21 +24,6 @@ import bench_common as bc
 import bench_sampling as bs
 import torch
 
-FULL = dict(dim=3840, n_layers=30, n_refiner_layers=2, n_heads=30, cap_feat_dim=2560)
-TINY = dict(dim=256, n_layers=1, n_refiner_layers=1, n_heads=2, cap_feat_dim=64)
-
-
-def _fill_random(module: torch.nn.Module, seed: int):
-    gen = torch.Generator(device=next(module.parameters()).device).manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if p.dim() == 1 and "norm" in name:
-                p.fill_(1.0)
-            else:
-                p.copy_(
-                    torch.randn(p.shape, generator=gen, device=p.device, dtype=torch.float32).mul_(0.02).to(p.dtype)
-                )
-
 
 def comfy_model(size: dict, device, dtype=torch.bfloat16, seed: int = 0):
     """ComfyUI ModelPatcher of a random Z-Image DiT built on `device` (as the loader builds it,
@@ -48,29 +33,28 @@ def comfy_model(size: dict, device, dtype=torch.bfloat16, seed: int = 0):
 
     from zimage_nodes.tools import demo_weights
 
-    model_config = comfy.supported_models.ZImage(demo_weights.zimage_unet_config(**size))
+    model_config = comfy.supported_models.ZImage(demo_weights.unet_config(**size))
     model_config.set_inference_dtype(dtype, None)
     model = model_config.get_model({}, "", device=device)
-    _fill_random(model.diffusion_model, seed)
+    demo_weights.fill_random(model.diffusion_model, seed, scale=0.02)
     return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
 
 
 def diffusers_transformer(size: dict, device, dtype=torch.bfloat16, seed: int = 0):
     from diffusers import ZImageTransformer2DModel
 
+    from zimage_nodes.core.model_configs import ZIMAGE_AXES_DIMS, ZIMAGE_AXES_LENS
+    from zimage_nodes.tools import demo_weights
+
     with torch.device("meta"):
         tr = ZImageTransformer2DModel(
-            dim=size["dim"],
-            n_layers=size["n_layers"],
-            n_refiner_layers=size["n_refiner_layers"],
-            n_heads=size["n_heads"],
+            **size,
             n_kv_heads=size["n_heads"],
-            cap_feat_dim=size["cap_feat_dim"],
-            axes_dims=[32, 48, 48],
-            axes_lens=[1536, 512, 512],
+            axes_dims=list(ZIMAGE_AXES_DIMS),
+            axes_lens=list(ZIMAGE_AXES_LENS),
         )
     tr = tr.to(dtype=dtype).to_empty(device=device)
-    _fill_random(tr, seed)
+    demo_weights.fill_random(tr, seed, scale=0.02)
     return tr.eval()
 
 
@@ -100,11 +84,13 @@ def _free():
 def run(host, dry_run: bool = False, rounds: int = 3, seed: int = 42) -> dict:
     import comfy.model_management as mm
 
+    from zimage_nodes.tools import demo_weights
+
     device = mm.get_torch_device()
     if dry_run:
-        size, side, turbo_steps, base_steps, pos_len, neg_len = TINY, 128, 2, 3, 40, 12
+        size, side, turbo_steps, base_steps, pos_len, neg_len = demo_weights.TINY, 128, 2, 3, 40, 12
     else:
-        size, side, turbo_steps, base_steps, pos_len, neg_len = FULL, 1024, 8, 50, 160, 40
+        size, side, turbo_steps, base_steps, pos_len, neg_len = demo_weights.FULL, 1024, 8, 50, 160, 40
     latent_side = side // 8
     cap = size["cap_feat_dim"]
     pos = bs.caption(pos_len, cap, 1)
@@ -119,11 +105,26 @@ def run(host, dry_run: bool = False, rounds: int = 3, seed: int = 42) -> dict:
         "base_steps": base_steps,
         "captions": [pos_len, neg_len],
         "cfg": cfg,
+        "base_shift": base_shift,
+        "turbo_shift": turbo_shift,
         "rows": [],
     }
 
-    # --- ComfyUI: ours and native -----------------------------------------------------------
+    # Each model lives only inside its helper: when the helper returns, the model and the
+    # closures timing it are gone, so the next model has the device memory to itself.
     _free()
+    result["rows"] += _comfy_rows(host, result, size, device, pos, neg, latent, rounds, seed)
+    mm.unload_all_models()
+    _free()
+    result["rows"] += _diffusers_rows(result, size, device, pos, neg, rounds, seed)
+    _free()
+    return result
+
+
+def _comfy_rows(host, result: dict, size: dict, device, pos, neg, latent, rounds: int, seed: int) -> list[dict]:
+    """Ours and ComfyUI's native paths on one ComfyUI model built on the device."""
+    turbo_steps, base_steps, cfg = result["turbo_steps"], result["base_steps"], result["cfg"]
+    base_shift, turbo_shift = result["base_shift"], result["turbo_shift"]
     before = _allocated()
     model = comfy_model(size, device)
     result["weights_bytes"] = _allocated() - before
@@ -137,35 +138,10 @@ def run(host, dry_run: bool = False, rounds: int = 3, seed: int = 42) -> dict:
     zero_neg = bs.zero_out(pos)
 
     def turbo_ours():
-        return bs.call_node(
-            host,
-            "ZINodesTurboSampler",
-            model=model,
-            positive=pos,
-            latent_image=latent,
-            seed=seed,
-            steps=turbo_steps,
-            sampler_name="euler",
-            shift=turbo_shift,
-            denoise=1.0,
-        )[0]
+        return bs.turbo_sampler(host, model, pos, latent, turbo_steps, seed, turbo_shift)
 
     def turbo_native():
-        m = bs.call_node(host, "ModelSamplingAuraFlow", model=model, shift=turbo_shift)[0]
-        return bs.call_node(
-            host,
-            "KSampler",
-            model=m,
-            seed=seed,
-            steps=turbo_steps,
-            cfg=1.0,
-            sampler_name="euler",
-            scheduler="simple",
-            positive=pos,
-            negative=zero_neg,
-            latent_image=latent,
-            denoise=1.0,
-        )[0]
+        return bs.native_ksampler(host, model, pos, zero_neg, latent, turbo_steps, 1.0, seed, turbo_shift)
 
     def base_ours():
         g = bs.call_node(
@@ -189,21 +165,7 @@ def run(host, dry_run: bool = False, rounds: int = 3, seed: int = 42) -> dict:
         )[0]
 
     def base_native():
-        m = bs.call_node(host, "ModelSamplingAuraFlow", model=model, shift=base_shift)[0]
-        return bs.call_node(
-            host,
-            "KSampler",
-            model=m,
-            seed=seed,
-            steps=base_steps,
-            cfg=cfg,
-            sampler_name="euler",
-            scheduler="simple",
-            positive=pos,
-            negative=neg,
-            latent_image=latent,
-            denoise=1.0,
-        )[0]
+        return bs.native_ksampler(host, model, pos, neg, latent, base_steps, cfg, seed, base_shift)
 
     comfy_paths = {
         ("Turbo", "ours: ZImageTurboSampler"): turbo_ours,
@@ -211,12 +173,14 @@ def run(host, dry_run: bool = False, rounds: int = 3, seed: int = 42) -> dict:
         ("Base", "ours: ZImageCFGGuider + SamplerCustomAdvanced"): base_ours,
         ("Base", "ComfyUI: ModelSamplingAuraFlow + KSampler"): base_native,
     }
-    result["rows"] += _measure(comfy_paths, rounds, counter="comfy")
-    del model, base_model, comfy_paths
-    mm.unload_all_models()
-    _free()
+    return _measure(comfy_paths, rounds, counter="comfy")
 
-    # --- diffusers --------------------------------------------------------------------------
+
+def _diffusers_rows(result: dict, size: dict, device, pos, neg, rounds: int, seed: int) -> list[dict]:
+    """diffusers' ZImagePipeline on a diffusers transformer of the same size."""
+    turbo_steps, base_steps, cfg, side = result["turbo_steps"], result["base_steps"], result["cfg"], result["side"]
+    base_shift, turbo_shift = result["base_shift"], result["turbo_shift"]
+    latent_side = side // 8
     from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline
 
     tr = diffusers_transformer(size, device)
@@ -248,15 +212,15 @@ def run(host, dry_run: bool = False, rounds: int = 3, seed: int = 42) -> dict:
         ("Turbo", "diffusers: ZImagePipeline (guidance 0)"): pipe_run(turbo_steps, 0.0, turbo_shift),
         ("Base", "diffusers: ZImagePipeline (guidance 4 = cfg 5)"): pipe_run(base_steps, cfg - 1.0, base_shift),
     }
-    result["rows"] += _measure(diffusers_paths, rounds, counter=("diffusers", tr))
-    del tr
-    _free()
-    return result
+    return _measure(diffusers_paths, rounds, counter=("diffusers", tr))
 
 
-class _DiffusersCounter:
+class _DiffusersCounter(bc.ForwardCounter):
+    """bench_common's forward counter (same summary), hooked on one diffusers transformer."""
+
     def __init__(self, module):
-        self.module, self.batches = module, []
+        super().__init__()
+        self.module = module
 
     def __enter__(self):
         def hook(mod, args):
@@ -268,13 +232,7 @@ class _DiffusersCounter:
 
     def __exit__(self, *exc):
         self.handle.remove()
-
-    def summary(self):
-        counts = {}
-        for b in self.batches:
-            counts[b] = counts.get(b, 0) + 1
-        desc = " + ".join(f"{n} x b{b}" for b, n in sorted(counts.items(), reverse=True)) or "0"
-        return {"calls": len(self.batches), "samples": sum(self.batches), "desc": desc, "batches": self.batches}
+        return False
 
 
 def _measure(paths: dict, rounds: int, counter) -> list[dict]:

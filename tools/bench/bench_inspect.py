@@ -18,14 +18,13 @@ from pathlib import Path
 import bench_common as bc
 import torch
 
-FULL = dict(dim=3840, n_layers=30, n_refiner_layers=2, n_heads=30, cap_feat_dim=2560)
 SMALL = dict(dim=384, n_layers=1, n_refiner_layers=1, n_heads=3, cap_feat_dim=64)  # ~11 MB in bf16
 
 
 def full_size_shapes() -> dict:
     from zimage_nodes.tools import demo_weights
 
-    return demo_weights.dit_shapes(**FULL)
+    return demo_weights.dit_shapes(**demo_weights.FULL)
 
 
 def write_sparse(path: Path, shapes: dict, metadata: dict) -> int:

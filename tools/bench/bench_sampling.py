@@ -32,7 +32,7 @@ def build_model(host, size: dict, seed: int = 0, dtype: str = "default"):
 
     hm = host_model_module(host)
     sd = demo_weights.dit_state_dict(seed, **size)
-    return hm.build_zimage_model(sd, demo_weights.zimage_unet_config(**size), {}, dtype)
+    return hm.build_zimage_model(sd, demo_weights.unet_config(**size), {}, dtype)
 
 
 def caption(length: int, width: int, seed: int, dtype=torch.float32):
@@ -49,6 +49,42 @@ def empty_latent(latent_side: int, batch: int = 1, device="cpu"):
     return {"samples": torch.zeros(batch, 16, latent_side, latent_side, device=device)}
 
 
+def turbo_sampler(host, model, pos, latent, steps: int, seed: int, shift: float):
+    """The pack's Turbo path: ZINodesTurboSampler (euler); returns the LATENT."""
+    return call_node(
+        host,
+        "ZINodesTurboSampler",
+        model=model,
+        positive=pos,
+        latent_image=latent,
+        seed=seed,
+        steps=steps,
+        sampler_name="euler",
+        shift=shift,
+        denoise=1.0,
+    )[0]
+
+
+def native_ksampler(host, model, pos, neg, latent, steps: int, cfg: float, seed: int, shift: float):
+    """ComfyUI's own path, as its Z-Image templates wire it: ModelSamplingAuraFlow(shift) + KSampler
+    (euler, simple); returns the LATENT."""
+    m = call_node(host, "ModelSamplingAuraFlow", model=model, shift=shift)[0]
+    return call_node(
+        host,
+        "KSampler",
+        model=m,
+        seed=seed,
+        steps=steps,
+        cfg=cfg,
+        sampler_name="euler",
+        scheduler="simple",
+        positive=pos,
+        negative=neg,
+        latent_image=latent,
+        denoise=1.0,
+    )[0]
+
+
 def _max_diff(a, b) -> float:
     return float((a.float() - b.float()).abs().max())
 
@@ -63,35 +99,10 @@ def turbo(host, model, pos, latent, steps: int, rounds: int, seed: int = 42, shi
     out = {}
 
     def ours():
-        out["ours"] = call_node(
-            host,
-            "ZINodesTurboSampler",
-            model=model,
-            positive=pos,
-            latent_image=latent,
-            seed=seed,
-            steps=steps,
-            sampler_name="euler",
-            shift=shift,
-            denoise=1.0,
-        )[0]["samples"]
+        out["ours"] = turbo_sampler(host, model, pos, latent, steps, seed, shift)["samples"]
 
     def official():
-        m = call_node(host, "ModelSamplingAuraFlow", model=model, shift=shift)[0]
-        out["official"] = call_node(
-            host,
-            "KSampler",
-            model=m,
-            seed=seed,
-            steps=steps,
-            cfg=1.0,
-            sampler_name="euler",
-            scheduler="simple",
-            positive=pos,
-            negative=neg,
-            latent_image=latent,
-            denoise=1.0,
-        )[0]["samples"]
+        out["official"] = native_ksampler(host, model, pos, neg, latent, steps, 1.0, seed, shift)["samples"]
 
     fns = {"official": official, "ours": ours}
     counts = _count_calls(fns)

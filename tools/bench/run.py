@@ -674,8 +674,8 @@ def main(argv=None):
     log("booting ComfyUI (cpu=True) and loading the pack through its custom-node loader")
     host = boot(args, cpu=True)
     threads = bc.set_threads(args.threads)
-    from zimage_nodes.core.checkpoint import inspect_model
     from zimage_nodes.core.guidance import cfg_blend
+    from zimage_nodes.core.model_inspection import inspect_model
 
     model = bs.build_model(host, CPU_MODEL)
     dtype = str(model.model.get_dtype()).replace("torch.", "")
