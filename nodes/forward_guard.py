@@ -14,6 +14,7 @@ comparison; later calls with a known signature cost nothing extra.
     out = guard.run(model, signature, mirror=lambda: ..., reference=lambda: ...)
     guard.verdict(model, signature)  # Verdict(ok, reason) once decided, else None
     guard.fallback(reason)           # log a fallback reason once (static checks, e.g. unknown inputs)
+    guard.reset()                    # forget verdicts
 
 Only the host's reference output is returned on the step that is checked, so a checked step is
 exactly the host's result. Host-free: it only needs torch (the caller passes the two callables).
@@ -99,6 +100,12 @@ class ForwardGuard:
         self._verdicts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._logged: set[str] = set()
         self.checks = 0  # comparisons run (each cost one extra mirror run)
+
+    def reset(self) -> None:
+        """Forget all verdicts and logged reasons (tests; or after swapping host code at runtime)."""
+        self._verdicts = weakref.WeakKeyDictionary()
+        self._logged.clear()
+        self.checks = 0
 
     def verdict(self, model, signature: Hashable) -> Verdict | None:
         return self._verdicts.get(model, {}).get(signature)
