@@ -11,7 +11,7 @@ Cost: one extra run of the mirror per new (model, signature), plus one device-to
 comparison; later calls with a known signature cost nothing extra.
 
     guard = ForwardGuard("Z-Image batched forward")
-    out = guard.run(model, signature, mirror=lambda: ..., reference=lambda: ...)
+    out = guard.run(model, signature, mirror=lambda: ..., reference=lambda: ..., baseline=None)
     guard.verdict(model, signature)  # Verdict(ok, reason) once decided, else None
     guard.fallback(reason)           # log a fallback reason once (static checks, e.g. unknown inputs)
     guard.reset()                    # forget verdicts
@@ -52,16 +52,21 @@ class Verdict:
     error: float | None = None  # relative L2 error measured, when compared
 
 
-def relative_error(mirror: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """||mirror - reference|| / ||reference|| as a device scalar (fp32 at least)."""
+def relative_error(mirror: torch.Tensor, reference: torch.Tensor, baseline=None) -> torch.Tensor:
+    """||mirror - reference|| / ||reference - baseline|| as a device scalar (fp32 at least)."""
     acc = torch.promote_types(reference.dtype, torch.float32)
     ref = reference.to(acc)
     diff = torch.linalg.vector_norm(mirror.to(acc) - ref)
-    return diff / torch.linalg.vector_norm(ref).clamp_min(torch.finfo(acc).tiny)
+    scale = ref if baseline is None else ref - baseline.to(acc)
+    return diff / torch.linalg.vector_norm(scale).clamp_min(torch.finfo(acc).tiny)
 
 
-def compare(mirror, reference, tolerance: float | None = None) -> Verdict:
-    """Compare two outputs (tensors, or lists/tuples of tensors). One device-to-host read."""
+def compare(mirror, reference, tolerance: float | None = None, baseline=None) -> Verdict:
+    """Compare two outputs (tensors, or lists/tuples of tensors). One device-to-host read.
+
+    `baseline`: a tensor both outputs contain unchanged (e.g. the input x of a denoised prediction
+    x - sigma * v); errors are measured relative to what the model adds to it, so a large
+    baseline cannot hide a divergence."""
     mirrors = list(mirror) if isinstance(mirror, (list, tuple)) else [mirror]
     references = list(reference) if isinstance(reference, (list, tuple)) else [reference]
     if len(mirrors) != len(references):
@@ -72,7 +77,7 @@ def compare(mirror, reference, tolerance: float | None = None) -> Verdict:
     dtype = references[0].dtype
     tol = tolerance if tolerance is not None else REL_TOL.get(dtype, DEFAULT_REL_TOL)
     stats = torch.stack(
-        [relative_error(m, r) for m, r in zip(mirrors, references)]
+        [relative_error(m, r, baseline) for m, r in zip(mirrors, references)]
         + [torch.isfinite(r).all().to(torch.float32) for r in references]
     )
     values = stats.tolist()  # the one read
@@ -123,10 +128,12 @@ class ForwardGuard:
         mirror: Callable[[], object],
         reference: Callable[[], object],
         tolerance: float | None = None,
+        baseline=None,
     ):
         """The mirror's output where it is verified for (model, signature), else the reference's.
 
-        On the first call for a pair both run and are compared; the reference output is returned."""
+        On the first call for a pair both run and are compared (see `compare` for `tolerance` and
+        `baseline`); the reference output is returned."""
         known = self.verdict(model, signature)
         if known is not None:
             if known.ok:
@@ -146,7 +153,7 @@ class ForwardGuard:
         expected = reference()
         if result is None:
             self.checks += 1
-            result = compare(mirrored, expected, tolerance)
+            result = compare(mirrored, expected, tolerance, baseline)
             if not result.ok and result.reason.endswith("check deferred"):
                 self.fallback(result.reason)
                 return expected
