@@ -43,8 +43,13 @@ something. ComfyUI's Z-Image text encoder does not pad (`pad_to_max_length=False
 ComfyUI passes no attention mask; an all-ones mask (or None) is accepted and ignored, which is what
 ComfyUI's `Lumina2.extra_conds` does with it too.
 
-Written against ComfyUI v0.8.0's `comfy/ldm/lumina/model.py`. ComfyUI is imported lazily, so this
-module imports without a host.
+Written against `comfy/ldm/lumina/model.py` of ComfyUI v0.8.0 and v0.33.0. Where the host has the
+embedding step as its own method (v0.33's `NextDiT.embed_all`: caption embedder, pad tokens, rope
+positions, patchify) it is called per sample; v0.8.0 has none, so `_v08_embed` mirrors it. What
+stays mirrored (the refiner/layer loop, masks, final layer) can drift with a future host: callers
+verify this pass against the host's own forward once per model and shape (`forward_guard`,
+`batched_cfg`) and fall back to ComfyUI's sequential path on a mismatch. ComfyUI is imported lazily,
+so this module imports without a host.
 """
 
 from __future__ import annotations

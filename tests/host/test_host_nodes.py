@@ -168,10 +168,27 @@ def test_guider_truncation_skips_the_negative_on_late_steps(host, demo_models, f
 EXAMPLES = ["z_image_base_negative_prompt", "z_image_base_vs_turbo"]
 
 
+def evaluate(host, prompt, node_id, done):
+    """Output tuple of one API-prompt node, its linked inputs evaluated first (V3 `execute` or V1 FUNCTION)."""
+    if node_id not in done:
+        entry = prompt[node_id]
+        inputs = {
+            name: evaluate(host, prompt, value[0], done)[value[1]] if isinstance(value, list) else value
+            for name, value in entry["inputs"].items()
+        }
+        cls = host.node_class(entry["class_type"])
+        if hasattr(cls, "FUNCTION") and not hasattr(cls, "GET_SCHEMA"):
+            done[node_id] = getattr(cls(), cls.FUNCTION)(**inputs)
+        else:
+            done[node_id] = cls.execute(**inputs).args
+    return done[node_id]
+
+
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_example_graph_guider_step_counts(host, demo_models, pack_nodes, fresh_guard, monkeypatch, name):
     """The example graphs as shipped (steps, cfg, truncation) on demo weights at 64x64: how many
-    guider steps ran batched, sequential, or verified. Printed for the release notes."""
+    guider steps ran batched, sequential, or verified. Printed for the release notes. The sampler
+    nodes and what they depend on are called in process, node by node, as the executor would."""
     import json
 
     from zimage_nodes.tools import workflow_convert as wc
@@ -189,7 +206,9 @@ def test_example_graph_guider_step_counts(host, demo_models, pack_nodes, fresh_g
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(pack_nodes.guider.ZImageGuider, "sample", record)
-    host.run(prompt)
+    for node_id, entry in prompt.items():
+        if entry["class_type"] == "SamplerCustomAdvanced":
+            evaluate(host, prompt, node_id, {})
     (scheduler,) = [v["inputs"] for v in prompt.values() if v["class_type"] == "ZINodesScheduler"]
     (guider,) = guiders
     print(f"{host.version} {name}: steps {scheduler['steps']}, guider calls {guider.calls}")
