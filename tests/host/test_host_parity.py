@@ -214,6 +214,42 @@ def test_batching_follows_comfyuis_free_memory_rule(
         assert torch.allclose(out, expected, atol=1e-5, rtol=0), (out - expected).abs().max()
 
 
+def test_inputs_the_batched_forward_does_not_reproduce_take_the_sequential_path(
+    host, base_setup, pack_nodes, fresh_guard, caplog
+):
+    """Omni reference latents (on hosts whose Z-Image reads them: `ref_latents`, which brings
+    `timestep_zero_index`) and unknown transformer_options entries: ComfyUI's path, reason logged."""
+    import logging
+
+    model, positive, negative, _, _ = base_setup
+    lat = latent(host)
+    sigmas = call(host, "BasicScheduler", model=model, scheduler="simple", steps=2, denoise=1.0)[0]
+    caplog.set_level(logging.INFO, logger="zimage_nodes")
+
+    with_ref = call(host, "ReferenceLatent", conditioning=positive, latent=lat)[0]
+    host_reads_it = "ref_latents" in model.model.extra_conds(
+        reference_latents=[lat["samples"]], cross_attn=positive[0][0]
+    )
+    guider = _guided(pack_nodes, model, with_ref, negative)
+    out = _custom_sample(host, model, guider, sigmas, lat)
+    expected = _custom_sample(host, model, _guided(pack_nodes, model, with_ref, negative, batched=False), sigmas, lat)
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    if host_reads_it:  # v0.33
+        assert guider.calls == {"batched": 0, "sequential": 2, "verify": 0}
+        assert "ref_latents" in messages
+        assert torch.equal(out, expected)
+    else:  # v0.8.0: the host's Z-Image ignores reference latents, so there is nothing to reproduce
+        assert guider.calls["sequential"] == 0
+        assert torch.allclose(out, expected, atol=1e-5, rtol=0)
+
+    patched = model.clone()
+    patched.model_options.setdefault("transformer_options", {})["zimage_test_feature"] = True
+    guider = _guided(pack_nodes, patched, positive, negative)
+    _custom_sample(host, patched, guider, sigmas, lat)
+    assert guider.calls == {"batched": 0, "sequential": 2, "verify": 0}
+    assert "zimage_test_feature" in " ".join(r.getMessage() for r in caplog.records)
+
+
 def _inf_from_step(model, sigmas, step):
     """A model patch whose output is inf from the given (0-based) sampling step on."""
     patched = model.clone()
