@@ -78,31 +78,13 @@ class ZImageGuider(comfy.samplers.CFGGuider):
         options = dict(model_options or {})
         options.setdefault("sampler_calc_cond_batch_function", self._calc_conds)
         guided = not math.isclose(cfg, 1.0) or options.get("disable_cfg1_optimization", False)
-        if not guided or "sampler_cfg_function" in options:
-            # No blend this step, or a model patch (RescaleCFG and the like) owns it.
-            return comfy.samplers.sampling_function(
-                self.inner_model,
-                x,
-                timestep,
-                self.conds.get("negative"),
-                self.conds.get("positive"),
-                cfg,
-                options,
-                seed,
-            )
-        if self.normalization > 0:
+        # Unguided steps, and a model patch that owns the blend (RescaleCFG and the like), are all ComfyUI's.
+        if guided and "sampler_cfg_function" not in options:
+            if self.normalization == 0:
+                return self._fused_step(x, timestep, cfg, options)
             options["sampler_cfg_function"] = self._normalized_blend
-            return comfy.samplers.sampling_function(
-                self.inner_model,
-                x,
-                timestep,
-                self.conds.get("negative"),
-                self.conds.get("positive"),
-                cfg,
-                options,
-                seed,
-            )
-        return self._fused_step(x, timestep, cfg, options)
+        positive, negative = self.conds.get("positive"), self.conds.get("negative")
+        return comfy.samplers.sampling_function(self.inner_model, x, timestep, negative, positive, cfg, options, seed)
 
     def _calc_conds(self, args):
         return batched_cfg.calc_conds(
