@@ -2,8 +2,9 @@
 
 It is KSampler at cfg 1 with the positive alone: the same noise, sigmas, sampler and callbacks
 (so the result is bit-identical to the official template's ModelSamplingAuraFlow + KSampler path),
-minus any chance of the negative being evaluated: the guider holds no negative at all, so even a
-model patch that disables ComfyUI's cfg-1 shortcut cannot add a second forward per step.
+minus any chance of the negative being evaluated: the guider is ComfyUI's own Guider_Basic (the
+BasicGuider node's), which holds no negative at all, so even a model patch that disables ComfyUI's
+cfg-1 shortcut cannot add a second forward per step.
 """
 
 from __future__ import annotations
@@ -16,23 +17,20 @@ import comfy.samplers
 import comfy.utils
 import latent_preview
 from comfy_api.latest import io, ui
+from comfy_extras.nodes_custom_sampler import Guider_Basic
 
 from ..core.variants import TURBO
 from . import host_model
+from .finite_watch import FiniteWatch
 
 log = logging.getLogger("zimage_nodes")
+
+NODE_NAME = "Z-Image Turbo Sampler"
 
 NEGATIVE_IGNORED = (
     "negative conditioning ignored: Z-Image-Turbo is CFG-distilled and runs at cfg 1, where the negative "
     "prompt is never evaluated. Use the Z-Image base model with the Z-Image CFG Guider if you need it."
 )
-
-
-class PositiveOnlyGuider(comfy.samplers.CFGGuider):
-    """CFGGuider at cfg 1 holding only the positive: one model forward per step."""
-
-    def set_conds(self, positive):
-        self.inner_set_conds({"positive": positive})
 
 
 def turbo_sigmas(model, steps: int, sampler_name: str, denoise: float):
@@ -113,14 +111,14 @@ class ZImageTurboSampler(io.ComfyNode):
     ) -> io.NodeOutput:
         notes = []
         if negative is not None:
-            log.warning("Z-Image Turbo Sampler: %s", NEGATIVE_IGNORED)
+            log.warning("%s: %s", NODE_NAME, NEGATIVE_IGNORED)
             notes.append(NEGATIVE_IGNORED)
         tag = host_model.variant_of(model)
         if tag is not None and tag["name"] != "turbo":
             notes.append(
                 f"this model was loaded as Z-Image {tag['name']} ({tag['reason']}): it needs CFG; use the Z-Image CFG Guider."
             )
-            log.warning("Z-Image Turbo Sampler: %s", notes[-1])
+            log.warning("%s: %s", NODE_NAME, notes[-1])
 
         model = host_model.with_flow_shift(model, shift)
         latent = latent_image
@@ -128,18 +126,20 @@ class ZImageTurboSampler(io.ComfyNode):
         noise = comfy.sample.prepare_noise(samples_in, seed, latent.get("batch_index"))
         sigmas = turbo_sigmas(model, steps, sampler_name, denoise)
 
-        guider = PositiveOnlyGuider(model)
+        guider = Guider_Basic(model)
         guider.set_conds(positive)
+        watch = FiniteWatch(NODE_NAME)
         samples = guider.sample(
             noise,
             samples_in,
             comfy.samplers.sampler_object(sampler_name),
             sigmas,
             denoise_mask=latent.get("noise_mask"),
-            callback=latent_preview.prepare_callback(model, steps),
+            callback=watch.wrap(latent_preview.prepare_callback(model, steps)),
             disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
             seed=seed,
         )
+        watch.check(samples)
         out = latent.copy()
         out["samples"] = samples.to(mm.intermediate_device())
         return io.NodeOutput(out, ui=ui.PreviewText("\n".join(notes)) if notes else None)

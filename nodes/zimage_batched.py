@@ -43,8 +43,13 @@ something. ComfyUI's Z-Image text encoder does not pad (`pad_to_max_length=False
 ComfyUI passes no attention mask; an all-ones mask (or None) is accepted and ignored, which is what
 ComfyUI's `Lumina2.extra_conds` does with it too.
 
-Written against ComfyUI v0.8.0's `comfy/ldm/lumina/model.py`. ComfyUI is imported lazily, so this
-module imports without a host.
+Written against `comfy/ldm/lumina/model.py` of ComfyUI v0.8.0 and v0.33.0. Where the host has the
+embedding step as its own method (v0.33's `NextDiT.embed_all`: caption embedder, pad tokens, rope
+positions, patchify) it is called per sample; v0.8.0 has none, so `_v08_embed` mirrors it. What
+stays mirrored (the refiner/layer loop, masks, final layer) can drift with a future host: callers
+verify this pass against the host's own forward once per model and shape (`forward_guard`,
+`batched_cfg`) and fall back to ComfyUI's sequential path on a mismatch. ComfyUI is imported lazily,
+so this module imports without a host.
 """
 
 from __future__ import annotations
@@ -168,70 +173,34 @@ def batched_forward(
         if c.ndim != 2:
             raise ValueError(f"context must be [L, D] or [1, L, D], got shape {tuple(c.shape)}")
         caps.append(c.to(device=x.device, dtype=x.dtype))
-    cap_lens = [c.shape[0] for c in caps]
 
     pH = pW = dm.patch_size
-    multiple = dm.pad_tokens_multiple
     x = comfy.ldm.common_dit.pad_to_patch_size(x, (pH, pW))
     H, W = x.shape[-2:]
+    H_tokens, W_tokens = H // pH, W // pW
     device = x.device
 
     # Timestep embedding, as NextDiT._forward (t = 1 - timestep, scaled, embedded in x's dtype).
     t = 1.0 - timesteps
     adaln_input = dm.t_embedder(t * dm.time_scale, dtype=x.dtype)  # [B, 256]
 
-    # Caption embedding: one pass over all captions' tokens (the embedder is per token).
-    cap_emb = dm.cap_embedder(torch.cat(caps, dim=0)[None])[0]  # [sum L, D]
-    D = cap_emb.shape[-1]
-    cap_pad_lens = [L + (-L) % multiple for L in cap_lens]  # Lp_i, each caption's own multiple
+    # Per sample: caption tokens padded to their own multiple, image tokens, and their rope
+    # frequencies; from the host's own embedding step where it has one (v0.33's embed_all).
+    if hasattr(dm, "embed_all"):
+        per_sample = [_host_embed(dm, x[i : i + 1], caps[i], transformer_options) for i in range(B)]
+    else:
+        per_sample = _v08_embed(dm, x, caps, transformer_options)
+    cap_pad_lens = [cap.shape[0] for cap, _, _, _ in per_sample]  # Lp_i
     Lc = max(cap_pad_lens)
-    cap_pad = dm.cap_pad_token.to(device=cap_emb.device, dtype=cap_emb.dtype, copy=True)  # [1, D]
-    cap = cap_emb.new_zeros((B, Lc, D))  # zeros beyond Lp_i: batch padding (masked)
-    start = 0
-    for i, (L, Lp) in enumerate(zip(cap_lens, cap_pad_lens)):
-        cap[i, :L] = cap_emb[start : start + L]
-        cap[i, L:Lp] = cap_pad
-        start += L
     same_caps = all(Lp == Lc for Lp in cap_pad_lens)
-
-    # Image tokens, patchified exactly as patchify_and_embed does, padded with x_pad_token.
-    C = x.shape[1]
-    img = dm.x_embedder(x.view(B, C, H // pH, pH, W // pW, pW).permute(0, 2, 4, 3, 5, 1).flatten(3).flatten(1, 2))
-    n_img = img.shape[1]
-    img_pad_extra = (-n_img) % multiple
-    if img_pad_extra:
-        x_pad = dm.x_pad_token.to(device=img.device, dtype=img.dtype, copy=True)
-        img = torch.cat((img, x_pad.unsqueeze(0).repeat(B, img_pad_extra, 1)), dim=1)
-    Ni = img.shape[1]
-
-    # Position ids: caption 1..Lc (only 1..Lp_i are used per sample), image at Lp_i + 1.
-    rope_options = transformer_options.get("rope_options", None)
-    h_scale = w_scale = 1.0
-    h_start = w_start = 0
-    if rope_options is not None:
-        h_scale = rope_options.get("scale_y", 1.0)
-        w_scale = rope_options.get("scale_x", 1.0)
-        h_start = rope_options.get("shift_y", 0.0)
-        w_start = rope_options.get("shift_x", 0.0)
-    H_tokens, W_tokens = H // pH, W // pW
-    cap_ids = torch.zeros((B, Lc, 3), dtype=torch.float32, device=device)
-    cap_ids[:, :, 0] = torch.arange(Lc, dtype=torch.float32, device=device) + 1.0
-    img_ids = torch.zeros((B, Ni, 3), dtype=torch.float32, device=device)
-    img_ids[:, :n_img, 0] = torch.tensor(cap_pad_lens, dtype=torch.float32, device=device)[:, None] + 1
-    img_ids[:, :n_img, 1] = (
-        (torch.arange(H_tokens, dtype=torch.float32, device=device) * h_scale + h_start)
-        .view(-1, 1)
-        .repeat(1, W_tokens)
-        .flatten()
-    )
-    img_ids[:, :n_img, 2] = (
-        (torch.arange(W_tokens, dtype=torch.float32, device=device) * w_scale + w_start)
-        .view(1, -1)
-        .repeat(H_tokens, 1)
-        .flatten()
-    )
-    freqs = dm.rope_embedder(torch.cat((cap_ids, img_ids), dim=1)).movedim(1, 2)  # [B, Lc+Ni, 1, ...]
-    cap_freqs, img_freqs = freqs[:, :Lc], freqs[:, Lc:]
+    n_img = H_tokens * W_tokens
+    Ni = per_sample[0][2].shape[0]
+    # Batch padding (zeros) beyond Lp_i: masked keys, outputs never read.
+    cap = torch.stack([torch.nn.functional.pad(c, (0, 0, 0, Lc - c.shape[0])) for c, _, _, _ in per_sample])
+    img = torch.stack([i for _, _, i, _ in per_sample])
+    cap_freqs = torch.stack([_pad_rows(f, Lc) for _, f, _, _ in per_sample])
+    img_freqs = torch.stack([f for _, _, _, f in per_sample])
+    freqs = torch.cat((cap_freqs, img_freqs), dim=1)
 
     # Context refiner on the batch of captions, batch padding masked.
     cap_mask = None if same_caps else _key_padding_mask(cap_pad_lens, Lc, cap.dtype, device)
@@ -271,3 +240,63 @@ def batched_forward(
     C_out = dm.out_channels
     out = img_out.view(B, H_tokens, W_tokens, pH, pW, C_out).permute(0, 5, 1, 3, 2, 4).reshape(B, C_out, H, W)
     return -out[:, :, :h, :w]
+
+
+def _pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
+    if t.shape[0] == rows:
+        return t
+    return torch.cat((t, t.new_zeros((rows - t.shape[0],) + tuple(t.shape[1:]))))
+
+
+def _host_embed(dm, x1, cap, transformer_options):
+    """One sample through the host's NextDiT.embed_all (ComfyUI >= v0.33): caption embedder + pad
+    tokens + caption rope, patchify + image pad tokens + image rope, exactly as its forward does."""
+    embeds, freqs, _ = dm.embed_all(x1, cap[None], transformer_options=transformer_options)
+    if len(embeds) != 3 or embeds[1] is not None:
+        raise NotImplementedError("NextDiT.embed_all returned an unknown layout")
+    return embeds[0][0], freqs[0][0], embeds[-1][0], freqs[-1][0]
+
+
+def _v08_embed(dm, x, caps, transformer_options):
+    """ComfyUI v0.8.0 has no reusable embedding step (patchify_and_embed also runs the refiners on
+    one shared caption length): this mirrors its embedding part, per sample."""
+    B, C, H, W = x.shape
+    pH = pW = dm.patch_size
+    multiple = dm.pad_tokens_multiple
+    device = x.device
+    cap_lens = [c.shape[0] for c in caps]
+    # One embedder pass over all captions' tokens (the embedder is per token).
+    cap_emb = dm.cap_embedder(torch.cat(caps, dim=0)[None])[0]  # [sum L, D]
+    cap_pad = dm.cap_pad_token.to(device=cap_emb.device, dtype=cap_emb.dtype, copy=True)  # [1, D]
+    img = dm.x_embedder(x.view(B, C, H // pH, pH, W // pW, pW).permute(0, 2, 4, 3, 5, 1).flatten(3).flatten(1, 2))
+    n_img = img.shape[1]
+    img_pad_extra = (-n_img) % multiple
+    if img_pad_extra:
+        x_pad = dm.x_pad_token.to(device=img.device, dtype=img.dtype, copy=True)
+        img = torch.cat((img, x_pad.unsqueeze(0).repeat(B, img_pad_extra, 1)), dim=1)
+
+    rope_options = transformer_options.get("rope_options", None) or {}
+    h_scale = rope_options.get("scale_y", 1.0)
+    w_scale = rope_options.get("scale_x", 1.0)
+    h_start = rope_options.get("shift_y", 0.0)
+    w_start = rope_options.get("shift_x", 0.0)
+    H_tokens, W_tokens = H // pH, W // pW
+    grid_h = (torch.arange(H_tokens, dtype=torch.float32, device=device) * h_scale + h_start).view(-1, 1)
+    grid_w = (torch.arange(W_tokens, dtype=torch.float32, device=device) * w_scale + w_start).view(1, -1)
+
+    out = []
+    start = 0
+    for i, L in enumerate(cap_lens):
+        Lp = L + (-L) % multiple
+        cap = torch.cat((cap_emb[start : start + L], cap_pad.repeat(Lp - L, 1)))
+        start += L
+        # Caption tokens at first-axis positions 1..Lp, image tokens at Lp + 1 (pad tokens: 0).
+        cap_ids = torch.zeros((Lp, 3), dtype=torch.float32, device=device)
+        cap_ids[:, 0] = torch.arange(Lp, dtype=torch.float32, device=device) + 1.0
+        img_ids = torch.zeros((img.shape[1], 3), dtype=torch.float32, device=device)
+        img_ids[:n_img, 0] = Lp + 1
+        img_ids[:n_img, 1] = grid_h.repeat(1, W_tokens).flatten()
+        img_ids[:n_img, 2] = grid_w.repeat(H_tokens, 1).flatten()
+        freqs = dm.rope_embedder(torch.cat((cap_ids, img_ids))[None]).movedim(1, 2)[0]
+        out.append((cap, freqs[:Lp], img[i], freqs[Lp:]))
+    return out

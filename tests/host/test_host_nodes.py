@@ -129,15 +129,29 @@ def test_turbo_graph_writes_a_png_with_one_forward_per_step(host, demo_models, f
     assert any("negative conditioning ignored" in t for t in texts), texts
 
 
-def test_guided_graph_runs_positive_and_negative_as_one_batched_forward(host, demo_models, forward_spy):
+@pytest.fixture
+def fresh_guard(pack_nodes):
+    """The batched forward's guard with no verdicts: its first guided step verifies again."""
+    guard = pack_nodes.batched_cfg.GUARD
+    guard.reset()
+    return guard
+
+
+# First guided step of a new (model, shapes) signature: the batched forward (2) is verified against
+# ComfyUI's own per-sample forwards (1, 1); later steps run batched only.
+VERIFY = [2, 1, 1]
+
+
+def test_guided_graph_runs_positive_and_negative_as_one_batched_forward(host, demo_models, forward_spy, fresh_guard):
     _, names = demo_models
     steps = 6
     result = host.run(guided_prompt(names, steps=steps, cfg=4.0))
     assert len(saved_pngs(host, result)) == 1
-    assert forward_spy == [2] * steps  # one forward per step, positive and negative batched
+    assert forward_spy == VERIFY + [2] * (steps - 1)  # one forward per step, positive and negative batched
+    assert fresh_guard.checks == 1
 
 
-def test_guider_truncation_skips_the_negative_on_late_steps(host, demo_models, forward_spy):
+def test_guider_truncation_skips_the_negative_on_late_steps(host, demo_models, forward_spy, fresh_guard):
     _, names = demo_models
     steps = 8
     host.run(guided_prompt(names, steps=steps, cfg=4.0, truncation=0.5))
@@ -147,5 +161,55 @@ def test_guider_truncation_skips_the_negative_on_late_steps(host, demo_models, f
     sigmas = [float(comfy.model_sampling.time_snr_shift(6.0, 1 - i / steps)) for i in range(steps)]
     guided = sum(1 for s in sigmas if 1 - s <= 0.5)
     assert 0 < guided < steps
-    assert len(forward_spy) == steps
-    assert sum(forward_spy) == steps + guided
+    assert len(forward_spy) == steps + 2  # + the verification forwards of the first guided step
+    assert sum(forward_spy) == steps + guided + 2
+
+
+EXAMPLES = ["z_image_base_negative_prompt", "z_image_base_vs_turbo"]
+
+
+def evaluate(host, prompt, node_id, done):
+    """Output tuple of one API-prompt node, its linked inputs evaluated first (V3 `execute` or V1 FUNCTION)."""
+    if node_id not in done:
+        entry = prompt[node_id]
+        inputs = {
+            name: evaluate(host, prompt, value[0], done)[value[1]] if isinstance(value, list) else value
+            for name, value in entry["inputs"].items()
+        }
+        cls = host.node_class(entry["class_type"])
+        if hasattr(cls, "FUNCTION") and not hasattr(cls, "GET_SCHEMA"):
+            done[node_id] = getattr(cls(), cls.FUNCTION)(**inputs)
+        else:
+            done[node_id] = cls.execute(**inputs).args
+    return done[node_id]
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_example_graph_guider_step_counts(host, demo_models, pack_nodes, fresh_guard, monkeypatch, name):
+    """The example graphs as shipped (steps, cfg, truncation) on demo weights at 64x64: how many
+    guider steps ran batched, sequential, or verified. Printed for the release notes. The sampler
+    nodes and what they depend on are called in process, node by node, as the executor would."""
+    import json
+
+    from zimage_nodes.tools import workflow_convert as wc
+
+    _, names = demo_models
+    path = Path(__file__).resolve().parents[2] / "example_workflows" / f"{name}.json"
+    prompt = wc.load_prompt(json.loads(path.read_text(encoding="utf-8")), wc.HostDefinitions(host.nodes))
+    wc.use_demo_models(prompt, names)
+    wc.apply_overrides(prompt, [("EmptySD3LatentImage", "width", 64), ("EmptySD3LatentImage", "height", 64)])
+    guiders = []
+    original = pack_nodes.guider.ZImageGuider.sample
+
+    def record(self, *args, **kwargs):
+        guiders.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pack_nodes.guider.ZImageGuider, "sample", record)
+    for node_id, entry in prompt.items():
+        if entry["class_type"] == "SamplerCustomAdvanced":
+            evaluate(host, prompt, node_id, {})
+    (scheduler,) = [v["inputs"] for v in prompt.values() if v["class_type"] == "ZINodesScheduler"]
+    (guider,) = guiders
+    print(f"{host.version} {name}: steps {scheduler['steps']}, guider calls {guider.calls}")
+    assert guider.calls == {"batched": scheduler["steps"] - 1, "sequential": 0, "verify": 1}

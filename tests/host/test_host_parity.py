@@ -87,27 +87,47 @@ def _custom_sample(host, model, guider, sigmas, lat, seed=5):
     )[0]["samples"]
 
 
-def test_guider_equals_comfyui_cfg_guider_and_batched_equals_sequential(host, loaded, pack_nodes):
-    guider_module = pack_nodes.guider
+@pytest.fixture
+def fresh_guard(pack_nodes):
+    """The batched forward's guard with no verdicts: its first guided step verifies again."""
+    guard = pack_nodes.batched_cfg.GUARD
+    guard.reset()
+    yield guard
+    guard.reset()
+
+
+@pytest.fixture
+def base_setup(host, loaded):
     model, clip, _, _ = loaded("base")
     positive = encode(host, clip, "portrait photo of an old fisherman, detailed skin")
     negative = encode(host, clip, "mustache")
     assert positive[0][0].shape[1] != negative[0][0].shape[1]  # caption lengths differ, as in real use
-    lat = latent(host, batch=2)
     sigmas = call(host, "BasicScheduler", model=model, scheduler="simple", steps=6, denoise=1.0)[0]
+    return model, positive, negative, latent(host, batch=2), sigmas
 
+
+def _guided(pack_nodes, model, positive, negative, batched=True, cfg=4.0):
+    guider = pack_nodes.guider.ZImageGuider(model, cfg, 0.0, 1.0, batched=batched)
+    guider.set_conds(positive, negative)
+    return guider
+
+
+def test_guider_equals_comfyui_cfg_guider_and_batched_equals_sequential(host, base_setup, pack_nodes, fresh_guard):
+    model, positive, negative, lat, sigmas = base_setup
     native = call(host, "CFGGuider", model=model, positive=positive, negative=negative, cfg=4.0)[0]
     reference = _custom_sample(host, model, native, sigmas, lat)
 
-    batched = guider_module.ZImageGuider(model, 4.0, 0.0, 1.0, batched=True)
-    batched.set_conds(positive, negative)
-    sequential = guider_module.ZImageGuider(model, 4.0, 0.0, 1.0, batched=False)
-    sequential.set_conds(positive, negative)
+    first = _guided(pack_nodes, model, positive, negative)
+    _custom_sample(host, model, first, sigmas, lat)
+    assert first.calls == {"batched": 5, "sequential": 0, "verify": 1}  # verified once, on its first step
+    batched = _guided(pack_nodes, model, positive, negative)
+    sequential = _guided(pack_nodes, model, positive, negative, batched=False)
     out_batched = _custom_sample(host, model, batched, sigmas, lat)
     out_sequential = _custom_sample(host, model, sequential, sigmas, lat)
 
-    assert batched.calls == {"batched": 6, "sequential": 0}
-    assert sequential.calls == {"batched": 0, "sequential": 6}
+    assert batched.calls == {"batched": 6, "sequential": 0, "verify": 0}  # the verdict is cached per model + shape
+    assert sequential.calls == {"batched": 0, "sequential": 6, "verify": 0}
+    assert fresh_guard.checks == 1
     assert torch.allclose(out_sequential, reference, atol=1e-5, rtol=0), (out_sequential - reference).abs().max()
     assert torch.allclose(out_batched, out_sequential, atol=1e-5, rtol=0), (out_batched - out_sequential).abs().max()
     assert not torch.equal(
@@ -122,6 +142,193 @@ def test_guider_equals_comfyui_cfg_guider_and_batched_equals_sequential(host, lo
             latent_image=lat,
         )[0]["samples"],
     )
+
+
+def test_batched_forward_falls_back_when_the_host_structure_differs(
+    host, loaded, base_setup, pack_nodes, fresh_guard, monkeypatch, caplog
+):
+    """A host whose transformer block depends on something the batched pass lays out differently
+    (here: each sample's own sequence length, as a future NextDiT might): the first step's check
+    fails, the reason is logged once, and every step runs ComfyUI's own sequential path."""
+    import logging
+
+    import comfy.ldm.lumina.model as lumina
+
+    model, positive, _, lat, sigmas = base_setup
+    clip = loaded("base")[1]
+    negative = encode(host, clip, "blurry, " * 20)  # pads to 64 tokens, the positive to 32
+    original = lumina.JointTransformerBlock.forward
+
+    def length_aware(self, x, *args, **kwargs):
+        return original(self, x, *args, **kwargs) * (1.0 + 16.0 / x.shape[1])
+
+    monkeypatch.setattr(lumina.JointTransformerBlock, "forward", length_aware)
+    caplog.set_level(logging.INFO, logger="zimage_nodes")
+    guider = _guided(pack_nodes, model, positive, negative)
+    out = _custom_sample(host, model, guider, sigmas, lat)
+    again = _guided(pack_nodes, model, positive, negative)
+    out_again = _custom_sample(host, model, again, sigmas, lat)
+    sequential = _guided(pack_nodes, model, positive, negative, batched=False)
+    expected = _custom_sample(host, model, sequential, sigmas, lat)
+
+    assert guider.calls == {"batched": 0, "sequential": 5, "verify": 1}
+    assert again.calls == {"batched": 0, "sequential": 6, "verify": 0}  # the failed verdict is cached too
+    assert fresh_guard.checks == 1
+    logged = [r.getMessage() for r in caplog.records if "mirror differs from the host forward" in r.getMessage()]
+    assert len(logged) == 1, logged
+    assert "Z-Image CFG Guider batched forward" in logged[0]
+    (verdict,) = [v for by_signature in fresh_guard._verdicts.values() for v in by_signature.values()]
+    assert verdict.ok is False and verdict.error > 1e-4
+    assert torch.equal(out, expected) and torch.equal(out_again, expected)
+
+
+@pytest.mark.parametrize("free", ["low", "high"])
+def test_batching_follows_comfyuis_free_memory_rule(
+    host, base_setup, pack_nodes, fresh_guard, monkeypatch, caplog, free
+):
+    """ComfyUI batches conds only when memory_required(batch) * 1.5 < free memory; so does the guider."""
+    import logging
+
+    import comfy.model_management as mm
+
+    model, positive, negative, lat, sigmas = base_setup
+    needed = model.model.memory_required([2 * lat["samples"].shape[0], 16, 8, 8]) * 1.5
+    figure = needed / 2 if free == "low" else needed * 4
+    monkeypatch.setattr(
+        mm, "get_free_memory", lambda dev=None, torch_free_too=False: (figure, figure) if torch_free_too else figure
+    )
+    caplog.set_level(logging.INFO, logger="zimage_nodes")
+    guider = _guided(pack_nodes, model, positive, negative)
+    out = _custom_sample(host, model, guider, sigmas, lat)
+    monkeypatch.undo()
+    expected = _custom_sample(host, model, _guided(pack_nodes, model, positive, negative, batched=False), sigmas, lat)
+
+    reasons = [r.getMessage() for r in caplog.records if "MiB free" in r.getMessage()]
+    if free == "low":
+        assert guider.calls == {"batched": 0, "sequential": 6, "verify": 0}
+        assert len(reasons) == 1 and "batch of 4 needs" in reasons[0], reasons
+        assert torch.equal(out, expected)
+    else:
+        assert guider.calls == {"batched": 5, "sequential": 0, "verify": 1}
+        assert not reasons
+        assert torch.allclose(out, expected, atol=1e-5, rtol=0), (out - expected).abs().max()
+
+
+def test_inputs_the_batched_forward_does_not_reproduce_take_the_sequential_path(
+    host, base_setup, pack_nodes, fresh_guard, caplog
+):
+    """Omni reference latents (on hosts whose Z-Image reads them: `ref_latents`, which brings
+    `timestep_zero_index`) and unknown transformer_options entries: ComfyUI's path, reason logged."""
+    import logging
+
+    model, positive, negative, _, _ = base_setup
+    lat = latent(host)
+    sigmas = call(host, "BasicScheduler", model=model, scheduler="simple", steps=2, denoise=1.0)[0]
+    caplog.set_level(logging.INFO, logger="zimage_nodes")
+
+    with_ref = call(host, "ReferenceLatent", conditioning=positive, latent=lat)[0]
+    host_reads_it = "ref_latents" in model.model.extra_conds(
+        reference_latents=[lat["samples"]], cross_attn=positive[0][0]
+    )
+    guider = _guided(pack_nodes, model, with_ref, negative)
+    out = _custom_sample(host, model, guider, sigmas, lat)
+    expected = _custom_sample(host, model, _guided(pack_nodes, model, with_ref, negative, batched=False), sigmas, lat)
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    if host_reads_it:  # v0.33
+        assert guider.calls == {"batched": 0, "sequential": 2, "verify": 0}
+        assert "ref_latents" in messages
+        assert torch.equal(out, expected)
+    else:  # v0.8.0: the host's Z-Image ignores reference latents, so there is nothing to reproduce
+        assert guider.calls["sequential"] == 0
+        assert torch.allclose(out, expected, atol=1e-5, rtol=0)
+
+    patched = model.clone()
+    patched.model_options.setdefault("transformer_options", {})["zimage_test_feature"] = True
+    guider = _guided(pack_nodes, patched, positive, negative)
+    _custom_sample(host, patched, guider, sigmas, lat)
+    assert guider.calls == {"batched": 0, "sequential": 2, "verify": 0}
+    assert "zimage_test_feature" in " ".join(r.getMessage() for r in caplog.records)
+
+
+def _inf_from_step(model, sigmas, step):
+    """A model patch whose output is inf from the given (0-based) sampling step on."""
+    patched = model.clone()
+    schedule = [float(s) for s in sigmas]
+
+    def wrapper(apply_model, args):
+        out = apply_model(args["input"], args["timestep"], **args["c"])
+        sigma = float(args["timestep"].flatten()[0])
+        index = min(range(len(schedule)), key=lambda i: abs(schedule[i] - sigma))
+        return out + float("inf") if index >= step else out
+
+    patched.set_model_unet_function_wrapper(wrapper)
+    return patched
+
+
+def test_guider_stops_with_the_step_and_the_fix_when_sampling_goes_non_finite(host, base_setup, pack_nodes):
+    model, positive, negative, lat, sigmas = base_setup
+    patched = _inf_from_step(model, sigmas, step=3)
+    guider = _guided(pack_nodes, patched, positive, negative)
+    with pytest.raises(pack_nodes.finite_watch.NonFiniteLatentError) as error:
+        _custom_sample(host, patched, guider, sigmas, lat)
+    message = str(error.value)
+    assert "Z-Image CFG Guider" in message and "step 4 of 6" in message and "bf16" in message, message
+
+
+def test_turbo_sampler_stops_with_the_step_and_the_fix_when_sampling_goes_non_finite(host, loaded, pack_nodes):
+    model, clip, _, _ = loaded("turbo")
+    shifted = call(host, "ModelSamplingAuraFlow", model=model, shift=3.0)[0]
+    sigmas = pack_nodes.turbo_sampler.turbo_sigmas(shifted, 8, "euler", 1.0)
+    patched = _inf_from_step(model, sigmas, step=5)
+    with pytest.raises(pack_nodes.finite_watch.NonFiniteLatentError) as error:
+        call(
+            host,
+            "ZINodesTurboSampler",
+            model=patched,
+            positive=encode(host, clip, "a lighthouse"),
+            latent_image=latent(host),
+            seed=1,
+            steps=8,
+            sampler_name="euler",
+            shift=3.0,
+            denoise=1.0,
+        )
+    message = str(error.value)
+    assert "Z-Image Turbo Sampler" in message and "step 6 of 8" in message and "bf16" in message, message
+
+
+def test_no_device_to_host_read_per_step(host, base_setup, pack_nodes, monkeypatch):
+    """The pack's own code reads tensors back to the host a fixed number of times per sampling run
+    (the schedule copy at the start, the finiteness check at the end), whatever the step count: it
+    never adds a per-step sync. Counted by spying on Tensor's read methods, called from nodes/."""
+    import sys
+    from pathlib import Path
+
+    model, positive, negative, lat, _ = base_setup
+    nodes_dir = str(Path(pack_nodes.__file__).parent)
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy"):
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _original=original, _name=name, **kwargs):
+            caller = sys._getframe(1).f_globals.get("__file__") or ""
+            if caller.startswith(nodes_dir):
+                reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+
+    counts = {}
+    for steps in (2, 5):
+        sigmas = call(host, "BasicScheduler", model=model, scheduler="simple", steps=steps, denoise=1.0)[0]
+        _custom_sample(host, model, _guided(pack_nodes, model, positive, negative), sigmas, lat)  # verified here
+        reads.clear()
+        guider = _guided(pack_nodes, model, positive, negative)
+        _custom_sample(host, model, guider, sigmas, lat)
+        assert guider.calls["batched"] == steps
+        counts[steps] = list(reads)
+    assert counts[2] == counts[5], counts
+    assert len(counts[5]) <= 2, counts  # the schedule's host copy + the one check at the end
 
 
 def test_guider_with_normalization_and_truncation_equals_diffusers_pipeline(host, demo_models, pack_nodes):
@@ -188,7 +395,9 @@ def test_guider_with_normalization_and_truncation_equals_diffusers_pipeline(host
     assert torch.allclose(ours_raw, reference, atol=2e-5, rtol=0), (ours_raw - reference).abs().max()
 
 
-def test_cfg_1_never_evaluates_the_negative_and_comfyui_cfg_hooks_still_run(host, loaded, pack_nodes, forward_spy):
+def test_cfg_1_never_evaluates_the_negative_and_comfyui_cfg_hooks_still_run(
+    host, loaded, pack_nodes, forward_spy, fresh_guard
+):
     model, clip, _, _ = loaded("base")
     positive, negative = encode(host, clip, "a teapot"), encode(host, clip, "blurry")
     lat = latent(host)
@@ -212,7 +421,7 @@ def test_cfg_1_never_evaluates_the_negative_and_comfyui_cfg_hooks_still_run(host
     guided = pack_nodes.guider.ZImageGuider(patched, 4.0, 0.0, 1.0)
     guided.set_conds(positive, negative)
     _custom_sample(host, patched, guided, sigmas, lat)
-    assert forward_spy == [2] * 4
+    assert forward_spy == [2, 1, 1] + [2] * 3  # the first guided step verifies the batched forward
     assert seen["post"][4:] == [4.0] * 4
 
 

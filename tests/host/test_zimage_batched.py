@@ -215,3 +215,117 @@ def test_can_batch_rejections(host, zimage, mod):
     )
     ok, why = mod.can_batch(lumina, {})
     assert not ok and "pad_tokens_multiple" in why
+
+
+def test_host_embedding_step_is_used_where_the_host_has_one(zimage, mod, monkeypatch):
+    """On hosts with NextDiT.embed_all (v0.33+) the caption/image embedding, pad tokens and rope
+    positions come from the host itself, once per sample; v0.8.0 has no such step and is mirrored."""
+    import comfy.ldm.lumina.model as lumina
+
+    _, dm = zimage
+    x, t, contexts = _inputs([7, 40, 33])
+    calls = []
+    if hasattr(lumina.NextDiT, "embed_all"):
+        original = lumina.NextDiT.embed_all
+
+        def spy(self, *args, **kwargs):
+            calls.append(args[0].shape[0])
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(lumina.NextDiT, "embed_all", spy)
+    with torch.no_grad():
+        ref = _per_sample(dm, x, t, contexts)
+        calls.clear()
+        out = mod.batched_forward(dm, x, t, contexts, {})
+    assert (out - ref).abs().max().item() <= TOL
+    assert calls == ([1, 1, 1] if hasattr(lumina.NextDiT, "embed_all") else [])
+
+
+def test_subclass_with_its_own_forward_is_refused(host, zimage, mod):
+    import comfy.ldm.lumina.model as lumina
+
+    class Changed(lumina.NextDiT):
+        def _forward(self, *args, **kwargs):
+            return super()._forward(*args, **kwargs)
+
+    _, dm = zimage
+    changed = Changed.__new__(Changed)
+    changed.__dict__ = dm.__dict__
+    ok, why = mod.can_batch(changed, {})
+    assert not ok and "overrides" in why
+
+
+@pytest.fixture(scope="module")
+def guard_mod(host):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    name = "zimage_nodes_test_forward_guard"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[2] / "nodes" / "forward_guard.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def test_forward_guard_verifies_once_caches_and_falls_back_with_a_logged_reason(zimage, mod, guard_mod, caplog):
+    """The guard on the real batched forward: a correct mirror is verified once and then runs
+    alone; a wrong one (position ids off by one) is caught, logged once, and the host result used."""
+    import logging
+
+    _, dm = zimage
+    x, t, contexts = _inputs([7, 40])
+    runs = []
+
+    def reference():
+        runs.append("host")
+        return _per_sample(dm, x, t, contexts)
+
+    def mirror():
+        runs.append("mirror")
+        return mod.batched_forward(dm, x, t, contexts, {})
+
+    def wrong():
+        runs.append("wrong")
+        return mod.batched_forward(dm, x, t, contexts, {"rope_options": {"shift_x": 1.0}})
+
+    caplog.set_level(logging.INFO, logger="zimage_nodes")
+    guard = guard_mod.ForwardGuard("test forward")
+    with torch.no_grad():
+        first = guard.run(dm, "a", mirror, reference)
+        second = guard.run(dm, "a", mirror, reference)
+        assert runs == ["mirror", "host", "mirror"] and guard.checks == 1
+        assert guard.verdict(dm, "a").ok and guard.verdict(dm, "a").error < 1e-5
+        assert (first - second).abs().max().item() <= TOL
+
+        runs.clear()
+        out = guard.run(dm, "b", wrong, reference)
+        out_again = guard.run(dm, "b", wrong, reference)
+    assert runs == ["wrong", "host", "host"]
+    assert torch.equal(out, out_again)
+    verdict = guard.verdict(dm, "b")
+    assert not verdict.ok and "relative error" in verdict.reason
+    logged = [r.getMessage() for r in caplog.records if "test forward" in r.getMessage()]
+    assert logged == [f"test forward: host path ({verdict.reason})"]
+
+    # A mirror that fails on an unknown structure, and a reference that is not finite (undecided).
+    def broken():
+        raise KeyError("siglip_feats")
+
+    assert guard.run(dm, "c", broken, lambda: x) is x and "KeyError" in guard.verdict(dm, "c").reason
+    nan = torch.full_like(x, float("nan"))
+    assert guard.run(dm, "d", lambda: x, lambda: nan) is nan and guard.verdict(dm, "d") is None
+    guard.reset()
+    assert guard.verdict(dm, "a") is None and guard.checks == 0
+
+
+def test_forward_guard_baseline_keeps_a_large_common_term_from_hiding_a_divergence(guard_mod):
+    x = torch.full((2, 4), 100.0)
+    reference = x - 0.01 * torch.ones(2, 4)
+    mirror = x - 0.02 * torch.ones(2, 4)  # what the model adds is off by 2x
+    assert guard_mod.compare(mirror, reference).ok  # hidden under x
+    assert not guard_mod.compare(mirror, reference, baseline=x).ok
+    assert guard_mod.compare([reference, reference], [reference, reference], baseline=x).ok
