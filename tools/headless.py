@@ -100,11 +100,13 @@ class Host:
         if output_dir:
             folder_paths.set_output_directory(str(output_dir))
         import comfy.model_management  # noqa: F401
-        import execution
 
-        # As in main.py: bind ComfyUI's `utils` package before `nodes` puts comfy/ (with its
-        # utils.py) first on sys.path, or server-dependent core nodes fail to import.
+        # As in main.py: bind ComfyUI's `utils` package before `nodes` (imported by `execution`)
+        # puts comfy/ (with its utils.py) first on sys.path, or server-dependent core nodes fail.
         import utils.extra_config  # noqa: F401
+
+        # isort: split
+        import execution
 
         import nodes
 
