@@ -8,6 +8,7 @@ ComfyUI's own custom-node loader, exactly as a ComfyUI start-up would.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import sys
@@ -101,11 +102,10 @@ class Host:
             folder_paths.set_output_directory(str(output_dir))
         import comfy.model_management  # noqa: F401
 
-        # As in main.py: bind ComfyUI's `utils` package before `nodes` (imported by `execution`)
-        # puts comfy/ (with its utils.py) first on sys.path, or server-dependent core nodes fail.
-        import utils.extra_config  # noqa: F401
-
-        # isort: split
+        # As in main.py: bind ComfyUI's `utils` package before `nodes` (imported by `execution` on
+        # v0.8.0) puts comfy/ (with its utils.py) first on sys.path, or server-dependent core nodes
+        # fail to import. import_module: an import statement here gets re-sorted below `execution`.
+        importlib.import_module("utils.extra_config")
         import execution
 
         import nodes
