@@ -12,15 +12,15 @@ surface). On each model call the wrapper decides:
   only, as the authors' NAGCFGGuider does.
 
 The mirrored forward is self-checked against the host's own forward once per model, device and
-dtype; if the check fails, or a call carries something the mirror does not support (other
-DIFFUSION_MODEL wrappers, noise_refiner/double_block patches, Omni reference latents, masked
-captions), that call runs the host's plain forward and the reason is logged once, as a warning.
+dtype (forward_guard, on a small probe input). If the check fails, or a call carries something the
+mirror does not support (other DIFFUSION_MODEL wrappers, noise_refiner/double_block patches, Omni
+reference latents, masked captions), that call runs the host's plain forward and the reason is
+logged once, as a warning.
 """
 
 from __future__ import annotations
 
 import logging
-import weakref
 
 import comfy.patcher_extension as pe
 import torch
@@ -28,26 +28,18 @@ from comfy_api.latest import io
 
 from ..core.nag import DEFAULTS, NagParams
 from . import host_model, zimage_batched, zimage_nag
+from .forward_guard import ForwardGuard
 
 log = logging.getLogger("zimage_nodes")
 
 WRAPPER_KEY = "zimage_nodes.nag"
 
-# Per diffusion model: {(device, dtype): (ok, reason)} from zimage_nag.self_check.
-_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Verdicts of zimage_nag.self_check, per diffusion model, device and dtype.
+GUARD = ForwardGuard("Z-Image NAG forward")
 
 
 def verified(diffusion_model, transformer_options: dict, device, dtype) -> tuple[bool, str]:
-    per_model = _CHECKED.setdefault(diffusion_model, {})
-    key = (str(device), dtype)
-    if key not in per_model:
-        per_model[key] = zimage_nag.self_check(diffusion_model, transformer_options, device=device, dtype=dtype)
-        ok, why = per_model[key]
-        if ok:
-            log.info("Z-Image NAG: mirrored forward verified against the host's forward (%s, %s)", device, dtype)
-        else:
-            log.warning("Z-Image NAG: self-check against the host's forward failed: %s", why)
-    return per_model[key]
+    return zimage_nag.self_check(diffusion_model, transformer_options, device=device, dtype=dtype, guard=GUARD)
 
 
 def _without_own_wrapper(options: dict) -> dict:
@@ -123,19 +115,22 @@ class NagPatch:
         other_rows = [r for r in range(B) if r not in set(pos_rows)]
         timesteps = torch.as_tensor(timesteps, device=x.device).reshape(-1).expand(B)
         negative = self.negative.to(device=x.device, dtype=context.dtype)
-        out = torch.empty_like(x)
         pos_ctx = [context[r] for r in pos_rows]
         neg_ctx = [negative[(r % per) % negative.shape[0]] for r in pos_rows]
         p = self.params
+        if not other_rows:
+            self._count("nag", sigma)
+            return zimage_nag.nag_forward(dm, x, timesteps, pos_ctx, neg_ctx, p.scale, p.tau, p.alpha, inner)
+        out = torch.empty_like(x)
         rows = torch.tensor(pos_rows, device=x.device)
         out[rows] = zimage_nag.nag_forward(
             dm, x[rows], timesteps[rows], pos_ctx, neg_ctx, p.scale, p.tau, p.alpha, inner
         ).to(out.dtype)
-        if other_rows:
-            rows = torch.tensor(other_rows, device=x.device)
-            out[rows] = zimage_batched.batched_forward(
-                dm, x[rows], timesteps[rows], [context[r] for r in other_rows], inner
-            ).to(out.dtype)
+        # A CFG negative that ComfyUI batched in with the positive (same caption length): plain.
+        rows = torch.tensor(other_rows, device=x.device)
+        out[rows] = zimage_batched.batched_forward(
+            dm, x[rows], timesteps[rows], [context[r] for r in other_rows], inner
+        ).to(out.dtype)
         self._count("nag", sigma)
         return out
 
@@ -147,7 +142,7 @@ def nag_patch_of(model) -> NagPatch | None:
 
 
 def apply_nag(model, negative, params: NagParams):
-    """A clone of `model` with NAG towards away from `negative` (ComfyUI CONDITIONING)."""
+    """A clone of `model` whose forwards are guided away from `negative` (ComfyUI CONDITIONING) by NAG."""
     params.validate()
     if not host_model.is_zimage(model):
         config = getattr(getattr(model, "model", None), "model_config", None)

@@ -378,6 +378,16 @@ def test_cfg_above_one_guides_the_positive_branch_only(host, zmodel, captions, n
     )
     assert patch.calls == {"nag": 3, "off": 3, "fallback": 0}
 
+    # The same through this pack's CFG guider (which then runs its two forwards sequentially).
+    guider_mod = importlib.import_module(nag_nodes.__name__.rsplit(".", 1)[0] + ".guider")
+    patch.calls = {"nag": 0, "off": 0, "fallback": 0}
+    guider = guider_mod.ZImageGuider(patched, 4.0, 0.0, 1.0)
+    guider.set_conds(_cond(pos), _cond(torch.randn((1, 29, 64))))
+    guider.sample(
+        torch.randn((1, 16, 8, 8)), torch.zeros((1, 16, 8, 8)), comfy.samplers.sampler_object("euler"), sigmas
+    )
+    assert patch.calls == {"nag": 3, "off": 3, "fallback": 0}
+
 
 def test_clear_errors(host, zmodel, captions):
     import comfy.model_patcher

@@ -175,14 +175,19 @@ def run(host, size: dict, side: int, rounds: int, device_kind: str) -> dict:
 
     fns = {"plain": turbo("plain"), "nag": turbo("nag"), "nag_def": turbo("nag_def"), "cfg": cfg}
     counts, peaks = {}, {}
-    with bc.no_grad():
-        for name, fn in fns.items():  # untimed: forwards counted, peak memory, warm-up
-            with Peak(cuda) as p, bc.ForwardCounter() as fc:
-                fn()
-            counts[name], peaks[name] = fc.summary(), p.extra
-            log(f"{name}: {counts[name]['desc']} forwards, extra peak {bc.fmt_bytes(p.extra)}")
-        times = bc.interleaved(fns, rounds, warmup=0)
     patches = {n: nag_mod.nag_patch_of(m) for n, m in models.items() if n != "plain"}
+    with bc.no_grad():
+        for name, fn in fns.items():  # untimed: warm-up with forwards counted
+            with bc.ForwardCounter() as fc:
+                fn()
+            counts[name] = fc.summary()
+        nag_calls = {n: dict(p.calls) for n, p in patches.items()}
+        for name, fn in fns.items():  # untimed: peak memory, every path already warm
+            with Peak(cuda) as p:
+                fn()
+            peaks[name] = p.extra
+            log(f"{name}: {counts[name]['desc']} forwards, peak {bc.fmt_bytes(p.extra)} over the run")
+        times = bc.interleaved(fns, rounds, warmup=0)
     return {
         "size": size,
         "side": side,
@@ -190,7 +195,7 @@ def run(host, size: dict, side: int, rounds: int, device_kind: str) -> dict:
         "times": times,
         "counts": counts,
         "peaks": peaks,
-        "nag_calls": {n: dict(p.calls) for n, p in patches.items()},
+        "nag_calls": nag_calls,
         "nag_effect": float((out["nag"] - out["plain"]).abs().max()),
         "device": device_kind,
     }
