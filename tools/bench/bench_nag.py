@@ -13,9 +13,9 @@ Paths, all 8 steps, euler, shift 3, the same model, latent, seed and captions:
 
 Times: wall time per sampling run, median of interleaved rounds (the start rotates each round)
 after one untimed run of each that also counts NextDiT.forward calls; ratios are of medians
-measured in this one run. Peak memory: on the GPU torch.cuda.max_memory_allocated() over a run;
-on the CPU the process's peak resident set (VmHWM, reset before each run via /proc/self/clear_refs)
-above its resident set before the run. The NAG self-check (a few tiny forwards, once per model)
+measured in this one run. Peak memory over a run, above what was allocated before it: on the GPU
+torch.cuda.max_memory_allocated(); on the CPU the peak of live tensor storage created during the
+run, tracked by a TorchDispatchMode (ATen op outputs; measured in a separate untimed run). The NAG self-check (a few tiny forwards, once per model)
 runs before any measurement. Nothing here asserts: it measures and prints.
 
 CPU model: random-weight Z-Image DiT of width 1152 (9 heads of 128), 2 main layers, 1+1
@@ -25,7 +25,6 @@ refiners; 512x512 (64x64 latent, 1024 image tokens).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import logging
 import sys
@@ -39,6 +38,9 @@ if str(BENCH) not in sys.path:
 import bench_common as bc  # noqa: E402
 import bench_sampling as bs  # noqa: E402
 import torch  # noqa: E402
+from torch.multiprocessing.reductions import StorageWeakRef  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from torch.utils._pytree import tree_flatten  # noqa: E402
 
 CPU_SIZE = dict(dim=1152, n_layers=2, n_refiner_layers=1, n_heads=9, cap_feat_dim=64)
 TINY_SIZE = dict(dim=256, n_layers=1, n_refiner_layers=1, n_heads=2, cap_feat_dim=64)
@@ -55,37 +57,53 @@ def log(msg: str):
 # Peak memory
 
 
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
+class _LiveTensors(TorchDispatchMode):
+    """Bytes of tensor storage created while active and still alive, and their peak. Counts what
+    ATen ops return (the temporaries inside one fused kernel are not seen), so it is a lower bound
+    per run, but the same bound for every path: a like-for-like CPU measure, free of the process
+    allocator's caching that makes resident-set numbers swing by megabytes."""
 
+    def __init__(self):
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._storages: dict[int, tuple[StorageWeakRef, int]] = {}
 
-def _trim():
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:  # pragma: no cover - not glibc
-        pass
+    def _sweep(self):
+        for key in [k for k, (ref, _) in self._storages.items() if ref.expired()]:
+            self.live -= self._storages.pop(key)[1]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self._sweep()
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.device.type == "cpu" and not t.is_meta:
+                storage = t.untyped_storage()
+                key = storage.data_ptr()
+                if key and key not in self._storages:
+                    self._storages[key] = (StorageWeakRef(storage), storage.nbytes())
+                    self.live += storage.nbytes()
+        self.peak = max(self.peak, self.live)
+        return out
 
 
 class Peak:
-    """Extra peak memory of one call: CUDA allocator peak, or the CPU process's peak RSS."""
+    """Peak memory of one call above what was allocated before it: the CUDA allocator's peak, or
+    on the CPU the peak of live tensor storage created during the call (_LiveTensors)."""
 
     def __init__(self, cuda: bool):
         self.cuda = cuda
 
     def __enter__(self):
-        _trim()
+        gc.collect()
         if self.cuda:
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated()
         else:
-            self.base = _status_kib("VmRSS") * 1024
-            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+            self.mode = _LiveTensors()
+            self.mode.__enter__()
         return self
 
     def __exit__(self, *exc):
@@ -93,7 +111,8 @@ class Peak:
             torch.cuda.synchronize()
             self.extra = torch.cuda.max_memory_allocated() - self.base
         else:
-            self.extra = _status_kib("VmHWM") * 1024 - self.base
+            self.mode.__exit__(*exc)
+            self.extra = self.mode.peak
         return False
 
 
