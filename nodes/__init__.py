@@ -4,11 +4,12 @@ from comfy_api.latest import ComfyExtension, io
 
 from .guider import ZImageCFGGuider
 from .loader import ZImageLoader
+from .nag import ZImageNAG
 from .negative_prompt import ZImageNegativePrompt
 from .scheduler import ZImageScheduler
 from .turbo_sampler import ZImageTurboSampler
 
-NODES = [ZImageLoader, ZImageCFGGuider, ZImageTurboSampler, ZImageNegativePrompt, ZImageScheduler]
+NODES = [ZImageLoader, ZImageCFGGuider, ZImageTurboSampler, ZImageNegativePrompt, ZImageScheduler, ZImageNAG]
 
 
 class ZImageExtension(ComfyExtension):

@@ -18,8 +18,16 @@ EXPECTED = {
     "z_image_base_negative_prompt.json",
     "z_image_base_vs_turbo.json",
     "sd_negative_prompt_cfg.json",
+    "z_image_turbo_nag_negative.json",
 }
-PACK_NODES = {"ZINodesLoader", "ZINodesCFGGuider", "ZINodesTurboSampler", "ZINodesNegativePrompt", "ZINodesScheduler"}
+PACK_NODES = {
+    "ZINodesLoader",
+    "ZINodesCFGGuider",
+    "ZINodesTurboSampler",
+    "ZINodesNegativePrompt",
+    "ZINodesScheduler",
+    "ZINodesNAG",
+}
 CORE_NODES = {
     "CLIPTextEncode",
     "EmptySD3LatentImage",
@@ -197,6 +205,25 @@ def test_turbo_text_to_image():
     )
     assert source_of(wf, by_type(wf, "VAEDecode")[0], "samples")[0] is sampler
     assert len(by_type(wf, "SaveImage")) == 1
+
+
+def test_turbo_nag_negative():
+    wf = load("z_image_turbo_nag_negative.json")
+    (loader,) = by_type(wf, "ZINodesLoader")
+    (nag,) = by_type(wf, "ZINodesNAG")
+    (sampler,) = by_type(wf, "ZINodesTurboSampler")
+    assert loader["widgets_values"][:3] == ["z_image_turbo_bf16.safetensors", "qwen_3_4b.safetensors", "ae.safetensors"]
+    # The negative acts through NAG: loader -> NAG -> Turbo sampler, the sampler's own negative empty.
+    assert source_of(wf, nag, "model") == (loader, 0)
+    assert source_of(wf, nag, "negative")[0] is by_title(wf, "Negative (NAG)")
+    assert source_of(wf, sampler, "model") == (nag, 0)
+    assert source_of(wf, sampler, "positive")[0] is by_title(wf, "Positive")
+    assert next(i for i in sampler["inputs"] if i["name"] == "negative")["link"] is None
+    assert source_of(wf, sampler, "steps") == (loader, 3)
+    scale, tau, alpha, sigma_end = nag["widgets_values"]
+    assert scale > 1.0 and tau >= 1.0 and 0.0 < alpha <= 1.0 and 0.0 <= sigma_end < 1.0
+    _, _, steps, sampler_name, shift, _ = sampler["widgets_values"]
+    assert (steps, sampler_name, shift) == (8, "euler", 3.0)
 
 
 def test_base_with_negative_prompt():

@@ -6,7 +6,14 @@ import pytest
 
 pytestmark = pytest.mark.host
 
-NODE_IDS = ["ZINodesCFGGuider", "ZINodesLoader", "ZINodesNegativePrompt", "ZINodesScheduler", "ZINodesTurboSampler"]
+NODE_IDS = [
+    "ZINodesCFGGuider",
+    "ZINodesLoader",
+    "ZINodesNAG",
+    "ZINodesNegativePrompt",
+    "ZINodesScheduler",
+    "ZINodesTurboSampler",
+]
 
 
 def loader_inputs(names, variant="auto", model=None):

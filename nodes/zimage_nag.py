@@ -1,0 +1,337 @@
+"""NAG for ComfyUI's Z-Image NextDiT in one forward: the image stream is computed once.
+
+Z-Image's main layers are single-stream: joint attention over [caption, image]. NAG needs, in each
+of them, the image tokens' attention output against the positive caption (z+) and against the
+negative caption (z-); both branches then continue with the combined output (core/nag.py). So
+the image stream is ONE stream, and `nag_forward` runs each sample as one joint sequence
+
+    [positive caption (P tokens), image (Ni tokens), negative caption (N tokens)]
+
+through the host's own blocks. Every linear layer, norm and MLP sees each token once; the extra
+work over a plain forward is the negative caption's tokens (embedder, context refiner, the main
+layers) and, per main layer, the image queries' second attention pass. The attention itself is
+replaced, for the main layers only, through ComfyUI's `optimized_attention_override` hook (the
+host computes q, k, v with its own code, norms and RoPE included, and calls the hook):
+
+* window A = [positive caption, image] attends to itself: the positive caption's and z+ rows;
+* window B = [image, negative caption] attends to itself: z- and the negative caption's rows;
+* the image rows become nag_combine(z+, z-); the host's output projection follows.
+
+RoPE positions: the positive caption and the image are where a plain forward puts them (caption
+1..P, image at P + 1). The negative caption sits at P - N + 1 .. P on the first axis, so the image
+is right after it, as in a plain forward of the negative (image at N + 1): attention scores under
+RoPE depend only on position differences, so this is the negative branch up to float rounding.
+The exception is the image pad tokens (odd latent sizes): a plain forward puts them at position 0
+whatever the caption length, so in window B their q and k are rotated once more by P - N.
+
+Exactness: equals a forward that runs the batch doubled ([pos, img] and [neg, img]) and applies
+NAG on the image slice in every layer (tests/host/test_nag.py, <= 1e-5 in fp32). The mirrored
+parts (embedding, padding, positions, refiners, final layer) are those of zimage_batched, and the
+same `can_batch` conditions apply; `self_check` compares against the host's own forward.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..core.nag import nag_combine
+from . import zimage_batched
+
+__all__ = ["nag_forward", "can_nag", "self_check", "MirrorMismatch"]
+
+
+class MirrorMismatch(RuntimeError):
+    """The host's blocks did not behave as this mirror expects (e.g. the attention hook was not
+    called once per main layer, or with tensors of another layout)."""
+
+
+def can_nag(diffusion_model, transformer_options: dict | None = None) -> tuple[bool, str]:
+    return zimage_batched.can_batch(diffusion_model, transformer_options or {})
+
+
+def _caption(c, device, dtype):
+    if c.ndim == 3:
+        if c.shape[0] != 1:
+            raise ValueError(f"each context must hold one caption, got shape {tuple(c.shape)}")
+        c = c[0]
+    if c.ndim != 2:
+        raise ValueError(f"context must be [L, D] or [1, L, D], got shape {tuple(c.shape)}")
+    return c.to(device=device, dtype=dtype)
+
+
+def _gather_tokens(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """t [B, H, S, d] gathered along S with idx [B, L] -> [B, H, L, d]."""
+    B, H, _, d = t.shape
+    return t.gather(2, idx[:, None, :, None].expand(B, H, idx.shape[1], d))
+
+
+class _NagAttention:
+    """The main layers' attention: windows A and B, NAG on the image rows (see module docstring)."""
+
+    def __init__(self, previous, pos_lens, neg_lens, n_img, seq_len, scale, tau, alpha, device, pad_rope=None):
+        self.previous = previous
+        self.scale, self.tau, self.alpha = scale, tau, alpha
+        self.P, self.N, self.Ni, self.S = pos_lens, neg_lens, n_img, seq_len
+        # (first pad row in window B, freqs [B, n_pad, 1, ...]) when image pad tokens need re-rotating.
+        self.pad_rope = pad_rope
+        self.calls = 0
+        self.uniform = len(set(pos_lens)) == 1 and len(set(neg_lens)) == 1
+        if self.uniform:
+            return
+        B = len(pos_lens)
+        P = torch.tensor(pos_lens, device=device)[:, None]
+        N = torch.tensor(neg_lens, device=device)[:, None]
+        self.LA, self.LB = max(pos_lens) + n_img, max(neg_lens) + n_img
+        a = torch.arange(self.LA, device=device)[None, :].expand(B, -1)
+        self.valid_a = a < P + n_img
+        self.idx_a = torch.where(self.valid_a, a, torch.zeros_like(a))
+        b = torch.arange(self.LB, device=device)[None, :].expand(B, -1)
+        self.valid_b = b < N + n_img
+        self.idx_b = torch.where(self.valid_b, P + b, P.expand(-1, self.LB))
+        # Where each joint position takes its output from, in cat([out_a, z, out_b[:, Ni:]]).
+        j = torch.arange(seq_len, device=device)[None, :].expand(B, -1)
+        src = torch.where(j < P, j, torch.zeros_like(j))
+        src = torch.where((j >= P) & (j < P + n_img), self.LA + j - P, src)
+        src = torch.where((j >= P + n_img) & (j < P + n_img + N), self.LA + j - P, src)
+        self.src = src
+        self.z_idx = P + torch.arange(n_img, device=device)[None, :]
+
+    def _negative_window_rope(self, q, k, copied: bool):
+        """Image pad tokens sit at position 0 on every axis whatever the caption length, so unlike
+        all other tokens they do not move with the negative caption's shift: rotate them (q and k,
+        window B only) by that shift, which puts them where the negative branch has them."""
+        if self.pad_rope is None:
+            return q, k
+        from comfy.ldm.flux.math import apply_rope1
+
+        first, freqs = self.pad_rope
+        if not copied:
+            q, k = q.clone(), k.clone()
+        for t in (q, k):
+            rows = t[:, :, first : self.Ni].movedim(1, 2).contiguous()
+            t[:, :, first : self.Ni] = apply_rope1(rows, freqs).movedim(2, 1)
+        return q, k
+
+    def _attend(self, func, q, k, v, heads, mask, args, kwargs):
+        if self.previous is not None:
+            return self.previous(func, q, k, v, heads, mask, *args, **kwargs)
+        return func(q, k, v, heads, mask, *args, **kwargs)
+
+    def __call__(self, func, q, k, v, heads, mask=None, *args, **kwargs):
+        self.calls += 1
+        if mask is not None:
+            raise MirrorMismatch("a main layer's attention received a mask; the NAG mirror passes none")
+        if q.ndim != 4 or q.shape[2] != self.S or not kwargs.get("skip_reshape", False):
+            raise MirrorMismatch(f"unexpected attention layout: q {tuple(q.shape)}, expected [B, heads, {self.S}, d]")
+        if kwargs.get("skip_output_reshape", False):
+            raise MirrorMismatch("the host asked for the attention output in [B, heads, S, d] layout")
+        B, Ni = q.shape[0], self.Ni
+        if self.uniform:
+            P, N = self.P[0], self.N[0]
+            out_a = self._attend(
+                func, q[:, :, : P + Ni], k[:, :, : P + Ni], v[:, :, : P + Ni], heads, None, args, kwargs
+            )
+            end = P + Ni + N
+            qb, kb = self._negative_window_rope(q[:, :, P:end], k[:, :, P:end], copied=False)
+            out_b = self._attend(func, qb, kb, v[:, :, P:end], heads, None, args, kwargs)
+            if out_a.shape[:2] != (B, P + Ni) or out_b.shape[:2] != (B, Ni + N):
+                raise MirrorMismatch(f"attention output has shape {tuple(out_a.shape)}, expected [B, S, heads*d]")
+            z = nag_combine(out_a[:, P:], out_b[:, :Ni], self.scale, self.tau, self.alpha)
+            parts = [out_a[:, :P], z, out_b[:, Ni:]]
+            if end < self.S:
+                parts.append(out_a.new_zeros((B, self.S - end, out_a.shape[-1])))
+            return torch.cat(parts, dim=1)
+        mask_a = zimage_batched._key_padding_mask([p + Ni for p in self.P], self.LA, q.dtype, q.device)
+        mask_b = zimage_batched._key_padding_mask([n + Ni for n in self.N], self.LB, q.dtype, q.device)
+        qa, ka, va = (_gather_tokens(t, self.idx_a) for t in (q, k, v))
+        out_a = self._attend(func, qa, ka, va, heads, mask_a, args, kwargs)
+        qb, kb, vb = (_gather_tokens(t, self.idx_b) for t in (q, k, v))
+        qb, kb = self._negative_window_rope(qb, kb, copied=True)
+        out_b = self._attend(func, qb, kb, vb, heads, mask_b, args, kwargs)
+        if out_a.shape[:2] != (B, self.LA) or out_b.shape[:2] != (B, self.LB):
+            raise MirrorMismatch(f"attention output has shape {tuple(out_a.shape)}, expected [B, S, heads*d]")
+        C = out_a.shape[-1]
+        z_pos = out_a.gather(1, self.z_idx[:, :, None].expand(B, Ni, C))
+        z = nag_combine(z_pos, out_b[:, :Ni], self.scale, self.tau, self.alpha)
+        src = torch.cat([out_a, z, out_b[:, Ni:]], dim=1)
+        return src.gather(1, self.src[:, :, None].expand(B, self.S, C))
+
+
+def nag_forward(
+    diffusion_model,
+    x: torch.Tensor,
+    timesteps: torch.Tensor,
+    pos_contexts: list,
+    neg_contexts: list,
+    scale: float,
+    tau: float,
+    alpha: float,
+    transformer_options: dict | None = None,
+) -> torch.Tensor:
+    """ComfyUI's Z-Image NextDiT forward with NAG in every main layer.
+
+    x: [B, C, H, W]; timesteps: [B] or one value; pos_contexts / neg_contexts: B captions each,
+    [L, cap_feat_dim] or [1, L, cap_feat_dim], any lengths. Returns what NextDiT.forward returns
+    (negated velocity), [B, C, H, W]."""
+    import comfy.ldm.common_dit
+
+    transformer_options = dict(transformer_options or {})
+    ok, why = can_nag(diffusion_model, transformer_options)
+    if not ok:
+        raise NotImplementedError(f"Z-Image NAG forward not possible: {why}")
+    dm = diffusion_model
+    B, _, h, w = x.shape
+    if len(pos_contexts) != B or len(neg_contexts) != B:
+        raise ValueError(f"{len(pos_contexts)} positive / {len(neg_contexts)} negative captions for a batch of {B}")
+    timesteps = torch.as_tensor(timesteps, device=x.device).reshape(-1)
+    if timesteps.numel() == 1 and B > 1:
+        timesteps = timesteps.expand(B)
+    if timesteps.numel() != B:
+        raise ValueError(f"{timesteps.numel()} timesteps for a batch of {B}")
+
+    device = x.device
+    caps = [_caption(c, device, x.dtype) for c in list(pos_contexts) + list(neg_contexts)]
+    cap_lens = [c.shape[0] for c in caps]
+    pH = pW = dm.patch_size
+    multiple = dm.pad_tokens_multiple
+    x = comfy.ldm.common_dit.pad_to_patch_size(x, (pH, pW))
+    H, W = x.shape[-2:]
+
+    adaln_input = dm.t_embedder((1.0 - timesteps) * dm.time_scale, dtype=x.dtype)
+
+    # All 2B captions through the embedder and the context refiner in one batch (as zimage_batched).
+    cap_emb = dm.cap_embedder(torch.cat(caps, dim=0)[None])[0]
+    D = cap_emb.shape[-1]
+    cap_pad_lens = [L + (-L) % multiple for L in cap_lens]
+    Lc = max(cap_pad_lens)
+    cap_pad = dm.cap_pad_token.to(device=cap_emb.device, dtype=cap_emb.dtype, copy=True)
+    cap = cap_emb.new_zeros((2 * B, Lc, D))
+    start = 0
+    for i, (L, Lp) in enumerate(zip(cap_lens, cap_pad_lens)):
+        cap[i, :L] = cap_emb[start : start + L]
+        cap[i, L:Lp] = cap_pad
+        start += L
+    cap_ids = torch.zeros((2 * B, Lc, 3), dtype=torch.float32, device=device)
+    cap_ids[:, :, 0] = torch.arange(Lc, dtype=torch.float32, device=device) + 1.0
+    cap_freqs = dm.rope_embedder(cap_ids).movedim(1, 2).to(device)
+    same_caps = all(Lp == Lc for Lp in cap_pad_lens)
+    cap_mask = None if same_caps else zimage_batched._key_padding_mask(cap_pad_lens, Lc, cap.dtype, device)
+    for layer in dm.context_refiner:
+        cap = layer(cap, cap_mask, cap_freqs, transformer_options=transformer_options)
+    P, N = cap_pad_lens[:B], cap_pad_lens[B:]
+
+    # Image tokens, patchified and padded with x_pad_token, as a plain forward does.
+    C = x.shape[1]
+    img = dm.x_embedder(x.view(B, C, H // pH, pH, W // pW, pW).permute(0, 2, 4, 3, 5, 1).flatten(3).flatten(1, 2))
+    n_img = img.shape[1]
+    img_pad_extra = (-n_img) % multiple
+    if img_pad_extra:
+        x_pad = dm.x_pad_token.to(device=img.device, dtype=img.dtype, copy=True)
+        img = torch.cat((img, x_pad.unsqueeze(0).repeat(B, img_pad_extra, 1)), dim=1)
+    Ni = img.shape[1]
+
+    rope_options = transformer_options.get("rope_options", None) or {}
+    h_scale, w_scale = rope_options.get("scale_y", 1.0), rope_options.get("scale_x", 1.0)
+    h_start, w_start = rope_options.get("shift_y", 0.0), rope_options.get("shift_x", 0.0)
+    H_tokens, W_tokens = H // pH, W // pW
+    S = max(p + n for p, n in zip(P, N)) + Ni
+    ids = torch.zeros((B, S, 3), dtype=torch.float32, device=device)
+    rows_y = (torch.arange(H_tokens, dtype=torch.float32, device=device) * h_scale + h_start).view(-1, 1)
+    rows_x = (torch.arange(W_tokens, dtype=torch.float32, device=device) * w_scale + w_start).view(1, -1)
+    grid_y = rows_y.repeat(1, W_tokens).flatten()
+    grid_x = rows_x.repeat(H_tokens, 1).flatten()
+    for i in range(B):
+        p, n = P[i], N[i]
+        ids[i, :p, 0] = torch.arange(p, dtype=torch.float32, device=device) + 1.0
+        ids[i, p : p + n_img, 0] = p + 1.0
+        ids[i, p : p + n_img, 1] = grid_y
+        ids[i, p : p + n_img, 2] = grid_x
+        ids[i, p + Ni : p + Ni + n, 0] = torch.arange(n, dtype=torch.float32, device=device) + 1.0 + (p - n)
+    freqs = dm.rope_embedder(ids).movedim(1, 2).to(device)
+    img_freqs = torch.stack([freqs[i, P[i] : P[i] + Ni] for i in range(B)])
+
+    for layer in dm.noise_refiner:
+        img = layer(img, None, img_freqs, adaln_input, transformer_options=transformer_options)
+
+    joint = img.new_zeros((B, S, D))
+    for i in range(B):
+        p, n = P[i], N[i]
+        joint[i, :p] = cap[i, :p]
+        joint[i, p : p + Ni] = img[i]
+        joint[i, p + Ni : p + Ni + n] = cap[B + i, :n]
+
+    pad_rope = None
+    if Ni > n_img and any(p != n for p, n in zip(P, N)):
+        pad_ids = torch.zeros((B, Ni - n_img, 3), dtype=torch.float32, device=device)
+        pad_ids[:, :, 0] = torch.tensor([p - n for p, n in zip(P, N)], dtype=torch.float32, device=device)[:, None]
+        pad_rope = (n_img, dm.rope_embedder(pad_ids).movedim(1, 2).to(device))
+
+    main_options = dict(transformer_options)
+    hook = _NagAttention(
+        transformer_options.get("optimized_attention_override"), P, N, Ni, S, scale, tau, alpha, device, pad_rope
+    )
+    main_options["optimized_attention_override"] = hook
+    main_options["total_blocks"] = len(dm.layers)
+    main_options["block_type"] = "double"
+    for i, layer in enumerate(dm.layers):
+        main_options["block_index"] = i
+        joint = layer(joint, None, freqs, adaln_input, transformer_options=main_options)
+    if hook.calls != len(dm.layers):
+        raise MirrorMismatch(
+            f"the attention hook ran {hook.calls} times for {len(dm.layers)} main layers: the host's blocks "
+            "no longer call attention through optimized_attention_override"
+        )
+
+    sel = torch.tensor(P, device=device)[:, None] + torch.arange(n_img, device=device)[None, :]
+    img_out = joint[torch.arange(B, device=device)[:, None], sel]
+    img_out = dm.final_layer(img_out, adaln_input)
+    C_out = dm.out_channels
+    out = img_out.view(B, H_tokens, W_tokens, pH, pW, C_out).permute(0, 5, 1, 3, 2, 4).reshape(B, C_out, H, W)
+    return -out[:, :, :h, :w]
+
+
+def self_check(
+    diffusion_model, transformer_options: dict | None = None, device=None, dtype=None, guard=None
+) -> tuple[bool, str]:
+    """Compare this mirror against the host's own forward on a small probe input, through
+    forward_guard (verdict cached per model and signature in `guard`, reason logged once).
+
+    Two comparisons: with NAG neutral (scale 1) the output must equal the host's plain forward; with
+    the negative equal to the positive (and a large scale, which amplifies any mismatch between
+    the two branches) it must too. The probe has image pad tokens and captions of different padded
+    lengths, so the windows, the negative caption's positions and the pad-token rotation all run.
+    `transformer_options` must not hold this pack's NAG wrapper (the host forward would recurse)."""
+    from .forward_guard import ForwardGuard
+
+    dm = diffusion_model
+    guard = guard if guard is not None else ForwardGuard("Z-Image NAG forward")
+    opts = dict(transformer_options or {})
+    if device is None or dtype is None:
+        param = next(dm.parameters())
+        device = param.device if device is None else device
+        dtype = param.dtype if dtype is None else dtype
+    signature = ("NAG self-check", str(device), dtype)
+    if guard.verdict(dm, signature) is None:
+        g = torch.Generator(device="cpu").manual_seed(0)
+        cap_dim = dm.cap_embedder[0].weight.shape[0]
+        x = torch.randn((1, dm.in_channels, 12, 8), generator=g).to(device=device, dtype=dtype)  # 24 tokens + 8 pad
+        t = torch.tensor([0.6], device=device, dtype=dtype)
+        pos = torch.randn((11, cap_dim), generator=g).to(device=device, dtype=dtype)
+        neg = torch.randn((37, cap_dim), generator=g).to(device=device, dtype=dtype)
+
+        def mirror():
+            return [
+                nag_forward(dm, x, t, [pos], [neg], 1.0, 2.5, 1.0, dict(opts)),
+                nag_forward(dm, x, t, [pos], [pos], 4.0, 10.0, 1.0, dict(opts)),
+            ]
+
+        def reference():
+            ref = dm(x, t, pos[None], pos.shape[0], transformer_options=dict(opts))
+            return [ref, ref]
+
+        with torch.no_grad():
+            guard.run(dm, signature, mirror, reference)
+    verdict = guard.verdict(dm, signature)
+    if verdict is None:
+        return False, "self-check undecided (the host's output was not finite)"
+    return verdict.ok, verdict.reason

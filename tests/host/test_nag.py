@@ -1,0 +1,412 @@
+"""Z-Image NAG: the efficient one-stream forward against a straightforward doubled-batch reference
+written here, against the host's own forward, and through the samplers, on tiny random models."""
+
+import importlib
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.host
+
+TOL = 1e-5
+STEPS = 8
+TURBO_SIGMAS = [1.0, 0.9545, 0.9, 0.8333, 0.75, 0.6429, 0.5, 0.3]  # 8 steps, shift 3 (reference grid)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny models
+
+
+def _randomise(module, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+            # q/k RMSNorm gains near 1: otherwise attention is nearly uniform and positions, masks
+            # and the negative caption would barely change anything.
+            if name.endswith(("q_norm.weight", "k_norm.weight")):
+                p.add_(1.0)
+    return module.eval()
+
+
+def _patcher(seed=0, **size):
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    from zimage_nodes.tools import demo_weights
+
+    cfg = demo_weights.zimage_unet_config(**{**demo_weights.DIT, **size})
+    model_config = comfy.supported_models.ZImage(cfg)
+    model_config.set_inference_dtype(torch.float32, None)
+    model = model_config.get_model({})
+    _randomise(model.diffusion_model, seed)
+    device = mm.get_torch_device()
+    return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
+
+
+@pytest.fixture(scope="module")
+def zmodel(host):
+    return _patcher()
+
+
+@pytest.fixture(scope="module")
+def dm(zmodel):
+    return zmodel.model.diffusion_model
+
+
+@pytest.fixture(scope="module")
+def nag_nodes(pack_nodes):
+    return importlib.import_module(pack_nodes.__name__ + ".nag")
+
+
+@pytest.fixture(scope="module")
+def znag(pack_nodes):
+    return importlib.import_module(pack_nodes.__name__ + ".zimage_nag")
+
+
+# ---------------------------------------------------------------------------------------------
+# The straightforward reference: each sample's positive and negative branch as a batch of two
+# rows, [pos caption, image] and [neg caption, image], each with the positions a plain forward
+# gives it; in every main layer the image rows' attention outputs are replaced, in both rows, by
+# the NAG rule (written out here as the paper states it) applied to them.
+
+
+def _nag_rule(z_pos, z_neg, scale, tau, alpha):
+    g = z_pos * scale - z_neg * (scale - 1)
+    n_pos = torch.norm(z_pos, p=1, dim=-1, keepdim=True).clamp_min(1e-6)
+    n_g = torch.norm(g, p=1, dim=-1, keepdim=True).clamp_min(1e-6)
+    r = n_g / n_pos
+    g = g * torch.minimum(r, torch.full_like(r, tau)) / r
+    return alpha * g + (1 - alpha) * z_pos
+
+
+def _pad32(dm, feats):
+    extra = (-feats.shape[1]) % dm.pad_tokens_multiple
+    pad = dm.cap_pad_token.to(feats.dtype).unsqueeze(0).repeat(feats.shape[0], extra, 1)
+    return torch.cat((feats, pad), dim=1)
+
+
+def _ids(L_cap, H_t, W_t, n_img_padded):
+    n_img = H_t * W_t
+    cap = torch.zeros((L_cap, 3))
+    cap[:, 0] = torch.arange(L_cap) + 1.0
+    img = torch.zeros((n_img_padded, 3))
+    img[:n_img, 0] = L_cap + 1
+    img[:n_img, 1] = torch.arange(H_t).repeat_interleave(W_t).float()
+    img[:n_img, 2] = torch.arange(W_t).repeat(H_t).float()
+    return cap, img
+
+
+def reference_forward(dm, x, t, pos, neg, scale, tau, alpha):
+    """One sample (x [1, C, H, W], captions [L, D]) -> the NAG model output [1, C, H, W]."""
+    import comfy.ldm.common_dit
+
+    _, _, h, w = x.shape
+    p = dm.patch_size
+    x = comfy.ldm.common_dit.pad_to_patch_size(x, (p, p))
+    _, C, H, W = x.shape
+    adaln = dm.t_embedder((1.0 - t) * dm.time_scale, dtype=x.dtype)
+    img = dm.x_embedder(x.view(1, C, H // p, p, W // p, p).permute(0, 2, 4, 3, 5, 1).flatten(3).flatten(1, 2))
+    n_img = img.shape[1]
+    extra = (-n_img) % dm.pad_tokens_multiple
+    img = torch.cat((img, dm.x_pad_token.unsqueeze(0).repeat(1, extra, 1)), dim=1)
+
+    rows = []
+    for caption in (pos, neg):
+        cap = _pad32(dm, dm.cap_embedder(caption[None]))
+        cap_ids, img_ids = _ids(cap.shape[1], H // p, W // p, img.shape[1])
+        cap_f = dm.rope_embedder(cap_ids[None]).movedim(1, 2)
+        img_f = dm.rope_embedder(img_ids[None]).movedim(1, 2)
+        for layer in dm.context_refiner:
+            cap = layer(cap, None, cap_f, transformer_options={})
+        rows.append((cap, cap_f, img_f))
+    for layer in dm.noise_refiner:
+        img = layer(img, None, rows[0][2], adaln, transformer_options={})
+
+    # The doubled batch, right-padded to a common length, padding keys masked.
+    lens = [r[0].shape[1] for r in rows]
+    S = max(lens) + img.shape[1]
+    seq = torch.zeros((2, S, img.shape[-1]))
+    freqs = torch.zeros((2, S) + tuple(rows[0][1].shape[2:]))
+    mask = torch.zeros((2, 1, 1, S))
+    for i, (cap, cap_f, img_f) in enumerate(rows):
+        L = cap.shape[1]
+        seq[i, :L], seq[i, L : L + img.shape[1]] = cap[0], img[0]
+        freqs[i, :L], freqs[i, L : L + img.shape[1]] = cap_f[0], img_f[0]
+        mask[i, ..., L + img.shape[1] :] = -torch.finfo(torch.float32).max
+    Ni = img.shape[1]
+
+    def nag_attention(func, q, k, v, heads, m=None, *args, **kwargs):
+        out = func(q, k, v, heads, m, *args, **kwargs)
+        z = _nag_rule(out[0, lens[0] : lens[0] + Ni], out[1, lens[1] : lens[1] + Ni], scale, tau, alpha)
+        out = out.clone()
+        out[0, lens[0] : lens[0] + Ni] = z
+        out[1, lens[1] : lens[1] + Ni] = z
+        return out
+
+    options = {"optimized_attention_override": nag_attention}
+    for layer in dm.layers:
+        seq = layer(seq, mask, freqs, adaln.repeat(2, 1), transformer_options=options)
+
+    out = dm.final_layer(seq[:1, lens[0] : lens[0] + n_img], adaln)
+    out = out.view(1, H // p, W // p, p, p, C).permute(0, 5, 1, 3, 2, 4).reshape(1, C, H, W)
+    return -out[:, :, :h, :w]
+
+
+def _inputs(pos_lens, neg_lens, hw=(16, 16), seed=1):
+    g = torch.Generator().manual_seed(seed)
+    B = len(pos_lens)
+    x = torch.randn((B, 16, *hw), generator=g)
+    t = torch.rand((B,), generator=g) * 0.9 + 0.05
+    pos = [torch.randn((L, 64), generator=g) for L in pos_lens]
+    neg = [torch.randn((L, 64), generator=g) for L in neg_lens]
+    return x, t, pos, neg
+
+
+def _max_diff(a, b):
+    return (a - b).abs().max().item()
+
+
+# ---------------------------------------------------------------------------------------------
+# The forward
+
+
+def test_reference_with_neutral_nag_is_the_host_forward(dm):
+    """Validates the reference itself: with NAG neutral it is ComfyUI's own forward."""
+    x, t, pos, neg = _inputs([7], [40])
+    with torch.no_grad():
+        host = dm(x, t, pos[0][None], pos[0].shape[0], transformer_options={})
+        ref = reference_forward(dm, x, t[:1], pos[0], neg[0], 1.0, 2.5, 0.5)
+    assert _max_diff(ref, host) <= TOL
+
+
+CASES = {
+    "short_pos_long_neg": dict(pos_lens=[7], neg_lens=[40]),
+    "long_pos_short_neg": dict(pos_lens=[40], neg_lens=[7]),
+    "same_padded_length": dict(pos_lens=[20, 25], neg_lens=[30, 12]),  # all pad to 32: unmasked path
+    "batch3_mixed": dict(pos_lens=[7, 40, 70], neg_lens=[33, 5, 64]),
+    "odd_15x13": dict(pos_lens=[9, 33], neg_lens=[50, 3], hw=(15, 13)),
+    "odd_batch1": dict(pos_lens=[9], neg_lens=[50], hw=(9, 11)),  # unmasked path with image pad tokens
+    "non_square_16x24": dict(pos_lens=[12], neg_lens=[45], hw=(16, 24)),
+}
+SETTINGS = {"defaults": (5.0, 2.5, 0.25), "strong": (10.0, 5.0, 1.0)}
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
+@pytest.mark.parametrize("case", list(CASES))
+def test_efficient_forward_matches_the_doubled_batch_reference(dm, znag, case, setting):
+    scale, tau, alpha = SETTINGS[setting]
+    x, t, pos, neg = _inputs(**CASES[case])
+    with torch.no_grad():
+        plain = torch.cat([dm(x[i : i + 1], t[i : i + 1], c[None], c.shape[0]) for i, c in enumerate(pos)])
+        ref = torch.cat(
+            [
+                reference_forward(dm, x[i : i + 1], t[i : i + 1], pos[i], neg[i], scale, tau, alpha)
+                for i in range(len(pos))
+            ]
+        )
+        out = znag.nag_forward(dm, x, t, pos, neg, scale, tau, alpha, {})
+    assert out.shape == x.shape
+    diff = _max_diff(out, ref)
+    effect = _max_diff(ref, plain)
+    print(f"{case}/{setting}: |efficient - reference| {diff:.3g}, NAG effect {effect:.3g}")
+    assert effect > 100 * TOL, "NAG changed nothing: the comparison would prove nothing"
+    assert diff <= TOL
+
+
+def test_negative_equal_to_positive_is_the_plain_forward(dm, znag):
+    x, t, pos, _ = _inputs([7, 45], [1, 1], hw=(15, 13), seed=4)
+    with torch.no_grad():
+        plain = torch.cat([dm(x[i : i + 1], t[i : i + 1], c[None], c.shape[0]) for i, c in enumerate(pos)])
+        out = znag.nag_forward(dm, x, t, pos, pos, 5.0, 2.5, 0.25, {})
+    assert _max_diff(out, plain) <= TOL
+
+
+def test_self_check_passes_and_detects_a_host_that_bypasses_the_attention_hook(dm, znag, monkeypatch):
+    ok, why = znag.self_check(dm, {})
+    assert ok, why
+    # A host whose blocks no longer route attention through optimized_attention_override.
+    import comfy.ldm.lumina.model as lumina
+
+    def no_hook(module, *args, **kwargs):
+        kwargs["transformer_options"] = {}
+        return original(module, *args, **kwargs)
+
+    original = lumina.JointAttention.forward
+    monkeypatch.setattr(lumina.JointAttention, "forward", no_hook)
+    ok, why = znag.self_check(dm, {})
+    assert not ok and "hook" in why, why
+
+
+# ---------------------------------------------------------------------------------------------
+# Through the node and the samplers
+
+
+def _cond(c):
+    return [[c[None] if c.ndim == 2 else c, {}]]
+
+
+def _turbo(host, model, positive, seed=3, batch=1, hw=(8, 8)):
+    cls = host.node_class("ZINodesTurboSampler")
+    latent = {"samples": torch.zeros((batch, 16, *hw))}
+    return cls.execute(
+        model=model,
+        positive=positive,
+        latent_image=latent,
+        seed=seed,
+        steps=STEPS,
+        sampler_name="euler",
+        shift=3.0,
+        denoise=1.0,
+    ).args[0]["samples"]
+
+
+def _nag_model(host, model, negative, scale=5.0, tau=2.5, alpha=0.25, sigma_end=0.0):
+    cls = host.node_class("ZINodesNAG")
+    return cls.execute(
+        model=model, negative=negative, nag_scale=scale, nag_tau=tau, nag_alpha=alpha, nag_sigma_end=sigma_end
+    ).args[0]
+
+
+@pytest.fixture(scope="module")
+def captions():
+    g = torch.Generator().manual_seed(11)
+    return torch.randn((1, 13, 64), generator=g), torch.randn((1, 41, 64), generator=g)
+
+
+@pytest.mark.parametrize("neutral", [dict(scale=1.0), dict(alpha=0.0)])
+def test_neutral_settings_are_bit_identical_to_the_plain_turbo_sampler(host, zmodel, captions, neutral):
+    pos, neg = captions
+    plain = _turbo(host, zmodel, _cond(pos))
+    patched = _nag_model(host, zmodel, _cond(neg), **neutral)
+    out = _turbo(host, patched, _cond(pos))
+    # Bit-exact: neutral settings make the wrapper call the host's forward itself.
+    assert torch.equal(out, plain)
+
+
+def test_turbo_with_nag_runs_one_model_call_per_step_and_acts(host, zmodel, captions, nag_nodes, forward_spy):
+    pos, neg = captions
+    patched = _nag_model(host, zmodel, _cond(neg), sigma_end=0.0)
+    _turbo(host, patched, _cond(pos))  # the first NAG call self-checks the mirror (one host forward, once)
+    patch = nag_nodes.nag_patch_of(patched)
+    patch.calls = {"nag": 0, "off": 0, "fallback": 0}
+    forward_spy.clear()
+    out = _turbo(host, patched, _cond(pos))
+    assert forward_spy == [1] * STEPS
+    assert patch.calls == {"nag": STEPS, "off": 0, "fallback": 0}, patch.fallback_reason
+    forward_spy.clear()
+    plain = _turbo(host, zmodel, _cond(pos))
+    assert forward_spy == [1] * STEPS
+    assert _max_diff(out, plain) > 1e-3
+    # negative = positive: NAG has nothing to push away from.
+    same = _turbo(host, _nag_model(host, zmodel, _cond(pos)), _cond(pos))
+    assert _max_diff(same, plain) <= TOL
+
+
+def test_sampler_result_equals_the_reference_step_by_step(host, zmodel, captions, nag_nodes):
+    """The whole 8-step Turbo run, with the reference forward substituted for the efficient one."""
+    pos, neg = captions
+    dm = zmodel.model.diffusion_model
+    patched = _nag_model(host, zmodel, _cond(neg), sigma_end=0.0)
+    out = _turbo(host, patched, _cond(pos), batch=2, hw=(7, 9))
+
+    class Reference(nag_nodes.NagPatch):
+        def __call__(self, executor, x, timesteps, context, num_tokens, attention_mask=None, **kwargs):
+            return torch.cat(
+                [
+                    reference_forward(dm, x[i : i + 1], timesteps[i : i + 1], context[i], neg[0], 5.0, 2.5, 0.25)
+                    for i in range(x.shape[0])
+                ]
+            )
+
+    ref_model = zmodel.clone()
+    import comfy.patcher_extension as pe
+
+    ref_model.add_wrapper_with_key(pe.WrappersMP.DIFFUSION_MODEL, "test.reference", Reference(None, neg))
+    ref = _turbo(host, ref_model, _cond(pos), batch=2, hw=(7, 9))
+    assert _max_diff(out, ref) <= TOL
+
+
+def test_sigma_end_switches_nag_off_from_the_right_step(host, zmodel, captions, nag_nodes):
+    pos, neg = captions
+    patched = _nag_model(host, zmodel, _cond(neg), sigma_end=0.75)
+    patch = nag_nodes.nag_patch_of(patched)
+    out = _turbo(host, patched, _cond(pos))
+    sigmas = [round(s, 4) for s, _ in patch.history]
+    assert sigmas == TURBO_SIGMAS
+    assert [what for _, what in patch.history] == ["nag"] * 5 + ["off"] * 3
+    # The first five steps are those of an always-on run; the last three those of a plain run
+    # continued from there: compare with sigma_end 0 (NAG on every step), which must differ.
+    always = _turbo(host, _nag_model(host, zmodel, _cond(neg), sigma_end=0.0), _cond(pos))
+    assert _max_diff(out, always) > 1e-4
+
+
+def test_cfg_above_one_guides_the_positive_branch_only(host, zmodel, captions, nag_nodes, znag):
+    """With real CFG, the positive's forward gets NAG and the CFG negative's forward runs plain."""
+    import comfy.patcher_extension as pe
+
+    pos, neg = captions
+    cfg_neg = torch.randn((1, 13, 64), generator=torch.Generator().manual_seed(5))  # same length: one batch
+    patched = _nag_model(host, zmodel, _cond(neg))
+    patch = nag_nodes.nag_patch_of(patched)
+    dm = zmodel.model.diffusion_model
+    x = torch.randn((2, 16, 8, 8), generator=torch.Generator().manual_seed(6))
+    t = torch.tensor([0.9, 0.9])
+    options = {
+        "wrappers": {pe.WrappersMP.DIFFUSION_MODEL: {nag_nodes.WRAPPER_KEY: [patch]}},
+        "cond_or_uncond": [1, 0],  # ComfyUI's order: the uncond chunk may come first
+        "sigmas": t,
+    }
+    with torch.no_grad():
+        out = dm(x, t, torch.cat([cfg_neg, pos]), 13, transformer_options=options)
+        plain_neg = dm(x[:1], t[:1], cfg_neg, 13, transformer_options={})
+        nag_pos = znag.nag_forward(dm, x[1:], t[1:], [pos], [neg], 5.0, 2.5, 0.25, {})
+    assert _max_diff(out[:1], plain_neg) <= TOL
+    assert _max_diff(out[1:], nag_pos) <= TOL
+
+    # Through ComfyUI's CFGGuider at cfg 4: per step, the positive's call has NAG, the negative's not.
+    import comfy.samplers
+
+    patch.calls = {"nag": 0, "off": 0, "fallback": 0}
+    guider = comfy.samplers.CFGGuider(patched)
+    guider.set_conds(_cond(pos), _cond(torch.randn((1, 29, 64))))
+    guider.set_cfg(4.0)
+    sigmas = torch.tensor(TURBO_SIGMAS[:3] + [0.0])
+    guider.sample(
+        torch.randn((1, 16, 8, 8)), torch.zeros((1, 16, 8, 8)), comfy.samplers.sampler_object("euler"), sigmas
+    )
+    assert patch.calls == {"nag": 3, "off": 3, "fallback": 0}
+
+    # The same through this pack's CFG guider (which then runs its two forwards sequentially).
+    guider_mod = importlib.import_module(nag_nodes.__name__.rsplit(".", 1)[0] + ".guider")
+    patch.calls = {"nag": 0, "off": 0, "fallback": 0}
+    guider = guider_mod.ZImageGuider(patched, 4.0, 0.0, 1.0)
+    guider.set_conds(_cond(pos), _cond(torch.randn((1, 29, 64))))
+    guider.sample(
+        torch.randn((1, 16, 8, 8)), torch.zeros((1, 16, 8, 8)), comfy.samplers.sampler_object("euler"), sigmas
+    )
+    assert patch.calls == {"nag": 3, "off": 3, "fallback": 0}
+
+
+def test_clear_errors(host, zmodel, captions):
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    from zimage_nodes.tools import demo_weights
+
+    _, neg = captions
+    # Lumina 2: the same NextDiT class and model_base, but not Z-Image (no pad tokens, other modulation).
+    cfg = dict(demo_weights.zimage_unet_config(**demo_weights.DIT), z_image_modulation=False)
+    cfg.pop("pad_tokens_multiple")
+    lumina = comfy.supported_models.Lumina2(cfg)
+    lumina.set_inference_dtype(torch.float32, None)
+    other = comfy.model_patcher.ModelPatcher(lumina.get_model({}), load_device="cpu", offload_device="cpu")
+    with pytest.raises(ValueError, match="Z-Image NAG works on Z-Image"):
+        _nag_model(host, other, _cond(neg))
+    with pytest.raises(ValueError, match="expects \\[batch, tokens, 64\\]"):
+        _nag_model(host, zmodel, _cond(torch.zeros((1, 5, 77))))
+    with pytest.raises(ValueError, match="combines 2 entries"):
+        _nag_model(host, zmodel, _cond(neg) + _cond(neg))
+    with pytest.raises(ValueError, match="nag_tau must be >= 1"):
+        _nag_model(host, zmodel, _cond(neg), tau=0.5)
