@@ -467,6 +467,10 @@ class ComfyClient:
     def _json(self, method: str, path: str, body=None, timeout=None):
         return json.loads(self._request(method, path, body, timeout) or b"null")
 
+    def request_json(self, method: str, path: str, body=None, timeout: float | None = None):
+        """Any JSON route (e.g. one a custom node adds); bounded like every request."""
+        return self._json(method, path, body, timeout)
+
     def _connect(self):
         if self._ws is None:
             ws_url = self.url.replace("http", "ws", 1) + "/ws?clientId=" + self.client_id
