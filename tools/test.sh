@@ -134,6 +134,7 @@ linted=0
 
 run_suite() {  # host-or-empty
   local comfy=$1 label venv log rc
+  shift
   if [ -n "$comfy" ]; then
     local version
     version=$(host_version "$comfy")
