@@ -119,15 +119,17 @@ prepare_env() {  # host-or-empty venv-path
       echo "torch: $comfy does not import torchaudio from comfy.sd -> torch 2.14.1, torchvision 0.29.1"
       "${pip[@]}" torch==2.14.1 torchvision==0.29.1 || return 1
     fi
-    grep -v -E '^\s*(torch|torchvision|torchaudio)\s*([<>=!~;#].*)?$' "$comfy/requirements.txt" > "$venv/comfyui-requirements.txt"
-    "${pip[@]}" -r "$venv/comfyui-requirements.txt" requests || return 1
+    grep -v -E '^\s*(torch|torchvision|torchaudio)\s*([<>=!~;#].*)?$' "$comfy/requirements.txt" > "$scratch/comfyui-requirements.txt"
+    "${pip[@]}" -r "$scratch/comfyui-requirements.txt" requests || return 1
   else
     "$venv/bin/python" -c "import torch" 2>/dev/null || "${pip[@]}" torch==2.13.0 || return 1
   fi
-  test_extra "$venv/bin/python" > "$venv/zimage-test-requirements.txt" || return 1
-  "${pip[@]}" -r "$venv/zimage-test-requirements.txt" || return 1
+  test_extra "$venv/bin/python" > "$scratch/test-requirements.txt" || return 1
+  "${pip[@]}" -r "$scratch/test-requirements.txt" || return 1
 }
 
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
 summary=()
 failed=0
 linted=0
