@@ -108,8 +108,8 @@ class Host:
             input_dir = self._input_tmp.name
         folder_paths.set_input_directory(str(input_dir))
         import comfy.model_management  # noqa: F401
-
         import execution
+
         import nodes
 
         self.folder_paths = folder_paths
