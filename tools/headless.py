@@ -15,6 +15,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .comfy_server import ComfyServerError, WorkflowError  # noqa: F401  (re-exported: one error type for both paths)
+
 PACK_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -36,18 +38,6 @@ def find_comfyui(explicit: str | os.PathLike | None = None) -> tuple[Path | None
             return path.resolve(), how
         tried.append(f"{path} ({how})")
     return None, "no ComfyUI checkout found; looked at: " + "; ".join(tried)
-
-
-class WorkflowError(RuntimeError):
-    """A prompt failed validation or execution; carries the node and ComfyUI's message."""
-
-    def __init__(self, message: str, node_id: str | None = None, node_type: str | None = None, details=None):
-        where = f"node {node_id} ({node_type}): " if node_id is not None else ""
-        super().__init__(where + message)
-        self.node_id = node_id
-        self.node_type = node_type
-        self.message = message
-        self.details = details
 
 
 class _HeadlessServer:
@@ -85,6 +75,10 @@ class Host:
         if str(self.path) not in sys.path:
             sys.path.insert(0, str(self.path))
         import comfy.options  # noqa: F401  (args parsing stays off: the host must not read our argv)
+
+        # As in main.py: bind ComfyUI's `utils` package before anything puts comfy/ (with its
+        # utils.py) first on sys.path, or server-dependent core nodes fail to import.
+        import utils.extra_config  # noqa: F401
         from comfy.cli_args import args
 
         # Must precede the first import of comfy.model_management, which picks the device at import.
@@ -101,10 +95,6 @@ class Host:
             folder_paths.set_output_directory(str(output_dir))
         import comfy.model_management  # noqa: F401
         import execution
-
-        # As in main.py: bind ComfyUI's `utils` package before `nodes` puts comfy/ (with its
-        # utils.py) first on sys.path, or server-dependent core nodes fail to import.
-        import utils.extra_config  # noqa: F401
 
         import nodes
 
