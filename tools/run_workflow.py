@@ -50,7 +50,6 @@ from pathlib import Path
 PACK_DIR = Path(__file__).resolve().parent.parent
 PACKAGE = "zimage_nodes"
 DEMO_KINDS = ("diffusion_models", "text_encoders", "vae")
-SENTINEL = "zinodes_validate_only"
 
 
 def _keep_pack_root_off_sys_path():
@@ -277,10 +276,16 @@ class ItemRunner:
             return True
 
     def __call__(self, target, item) -> dict:
-        pl = self.pl
         client = self.cs.ComfyClient(target.url)
         started = time.perf_counter()
         self.progress.start_item(target.url, item)
+        try:
+            return self._run(client, target, item, started)
+        finally:
+            client.close()
+
+    def _run(self, client, target, item, started) -> dict:
+        pl = self.pl
         try:
             prompt_id = client.queue(item.prompt)
             target.prompt_ids.add(prompt_id)
@@ -378,34 +383,71 @@ def print_workflow_error(err, prompt: dict | None, data: dict, pipeline, demo: b
 
 
 def validate_on(client, cs, prompt: dict) -> list[str]:
-    """ComfyUI's own validation of the prompt, through /prompt, without running it: a PreviewImage
-    with no input rides along as one more output. It always fails validation, so the server refuses
-    the whole prompt and queues nothing; the errors of every other node come back with it. Returns
-    the output node ids; raises WorkflowError for the first other failing node."""
-    probe = dict(prompt)
-    probe[SENTINEL] = {"class_type": "PreviewImage", "inputs": {}, "_meta": {"title": "validate-only probe"}}
+    """ComfyUI's own validation of the prompt, through /prompt, without running it.
+
+    ComfyUI validates every output node with all its ancestors, and queues the prompt when at least
+    one output validates. So each output node is sent with one of its own widget inputs left out
+    (a PreviewImage, which has none, as a SaveImage without its prefix): every output then fails on
+    that missing input alone, nothing is queued, and every other error of the graph comes back
+    with the answer. Returns the output node ids; raises WorkflowError for the first real error."""
+    info = client.object_info()
+    outputs = [k for k, v in prompt.items() if (info.get(v["class_type"]) or {}).get("output_node")]
+    if not outputs:
+        raise cs.WorkflowError("the workflow has no output node (Save Image, Preview Image, ...)")
+    probe = json.loads(json.dumps(prompt))
+    expected = {}
+    for node_id in outputs:
+        entry = probe[node_id]
+        required = ((info[entry["class_type"]].get("input") or {}).get("required")) or {}
+        widgets = [n for n in required if n in entry["inputs"] and not is_link(entry["inputs"][n])]
+        if not widgets and entry["class_type"] == "PreviewImage" and "SaveImage" in info:
+            entry["class_type"], widgets = "SaveImage", ["filename_prefix"]
+            entry["inputs"]["filename_prefix"] = None
+        if not widgets:
+            raise cs.WorkflowError(
+                "--validate-only cannot check this output node without running it (it has no widget input)",
+                node_id,
+                entry["class_type"],
+            )
+        del entry["inputs"][widgets[0]]
+        expected[node_id] = widgets[0]
     try:
         prompt_id = client.queue(probe)
     except cs.WorkflowError as e:
-        details = e.details if isinstance(e.details, dict) else {}
         node_errors = node_errors_of(e)
-        others = {k: v for k, v in (node_errors or {}).items() if str(k) != SENTINEL}
-        if SENTINEL not in (node_errors or {}) and not others:
-            raise  # an error about the prompt as a whole
-        for node_id, info in others.items():
-            msgs = "; ".join(f"{x.get('message')}: {x.get('details')}" for x in info.get("errors", []))
-            raise cs.WorkflowError(
-                f"validation failed: {msgs}", str(node_id), info.get("class_type"), details
-            ) from None
-        return output_nodes(prompt, client)
-    # A server whose validation accepted the probe queued it: take it back at once.
-    client.interrupt()
-    raise RuntimeError(f"the server accepted a prompt that cannot be valid (prompt {prompt_id}); nothing was checked")
+        if not node_errors:
+            raise
+        for node_id, node_info in node_errors.items():
+            real = [
+                x
+                for x in node_info.get("errors") or []
+                if not (
+                    x.get("type") == "required_input_missing"
+                    and str(node_id) in expected
+                    and (x.get("extra_info") or {}).get("input_name") == expected[str(node_id)]
+                )
+            ]
+            if real:
+                msgs = "; ".join(f"{x.get('message')}: {x.get('details')}" for x in real)
+                class_type = prompt.get(str(node_id), {}).get("class_type", node_info.get("class_type"))
+                details = {"node_errors": {str(node_id): {**node_info, "errors": real}}}
+                raise cs.WorkflowError(f"validation failed: {msgs}", str(node_id), class_type, details) from None
+        return outputs
+    client.interrupt()  # cannot happen with ComfyUI's validation; if it does, do not let it run
+    raise RuntimeError(f"the server accepted a prompt it should have refused (prompt {prompt_id}); nothing checked")
 
 
-def output_nodes(prompt: dict, client) -> list[str]:
-    info = client.object_info()
-    return [k for k, v in prompt.items() if (info.get(v["class_type"]) or {}).get("output_node")]
+def is_link(value) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
+
+
+def post_json(url: str, path: str, body: dict, timeout: float = 5):
+    import urllib.request
+
+    req = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST")
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        resp.read()
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -530,7 +572,6 @@ def main(argv=None) -> int:
             job.server = cs.ComfyServer(
                 comfyui,
                 model_folders=folders or None,
-                output_dir=job.temp / "output",
                 cpu=cpu,
                 log_path=job.temp / "server.log",
                 verbose=args.verbose,
@@ -708,11 +749,13 @@ def run_job(args, pl, cs, prompt, data, rows, kind, definitions, urls, output: P
         stop.set()
         progress.write("Ctrl-C: interrupting the prompts in flight on every server ...")
         for t in targets:
+            # Take back what is still queued, then stop what runs (a server may run other users' work).
             try:
-                t.client.delete_queued(list(t.prompt_ids)) if hasattr(t.client, "delete_queued") else None
+                if t.prompt_ids:
+                    post_json(t.url, "/queue", {"delete": list(t.prompt_ids)})
                 t.client.interrupt()
-            except Exception:
-                pass
+            except Exception as e:
+                progress.write(f"  {t.url}: could not interrupt ({type(e).__name__}: {e})")
         scheduler.interrupt()
     finally:
         progress.close()
