@@ -480,9 +480,15 @@ class Scheduler:
         self.lock = threading.Lock()
         self.in_flight: dict[str, tuple[Target, Item]] = {}
         self.outstanding = 0
+        self.recorded: set[str] = set()
         self.finished = threading.Event()
 
     def _finish(self, record: dict):
+        with self.lock:
+            # After Ctrl-C an item recorded as interrupted may still come back from its worker.
+            if record["key"] in self.recorded:
+                return
+            self.recorded.add(record["key"])
         self.on_record(record)
         with self.lock:
             self.outstanding -= 1
