@@ -456,9 +456,6 @@ class Target:
     prompt_ids: set = field(default_factory=set)
     done: int = 0
 
-    def label(self) -> str:
-        return self.url
-
 
 class Scheduler:
     """Spreads items over targets, at most `max_in_flight` prompts queued on each at a time.

@@ -608,7 +608,9 @@ def main(argv=None) -> int:
         except wc.ConversionError as e:
             raise UsageError(str(e)) from None
         if args.demo_weights:
-            setup_demo_prompt(wc, prompt, data, job, args.validate_only, args.servers)
+            if setup_demo_prompt(wc, prompt, data, job, args.validate_only, args.servers):
+                # Placeholders were just written: the server lists them now, our copy of its lists does not.
+                infos = {url: pl.ObjectInfoDefinitions(cs.ComfyClient(url).object_info()) for url in infos}
         if args.save_api:
             Path(args.save_api).write_text(json.dumps(prompt, indent=2) + "\n")
             print(f"API prompt written to {args.save_api}")
@@ -662,9 +664,9 @@ def declared_dirs(data: dict, wc) -> set[str]:
     }
 
 
-def setup_demo_prompt(wc, prompt: dict, data: dict, job: Job, validate_only: bool, remote: bool):
+def setup_demo_prompt(wc, prompt: dict, data: dict, job: Job, validate_only: bool, remote: bool) -> bool:
     """Point the Z-Image Loaders at the demo files. Other loaders' files cannot be stood in for: an
-    error, or empty placeholders in the embedded server when only validating."""
+    error, or empty placeholders in the embedded server when only validating (returns True then)."""
     others = wc.model_file_inputs(prompt, data)
     if others and (not validate_only or remote):
         lines = "\n".join(f"  node {o['node_id']} ({o['class_type']}).{o['input']} = {o['name']!r}" for o in others)
@@ -697,6 +699,7 @@ def setup_demo_prompt(wc, prompt: dict, data: dict, job: Job, validate_only: boo
         "DEMO WEIGHTS: tiny random-weight Z-Image files stand in for the real ones. Images made with them are "
         "noise; this only shows that every node of the graph runs."
     )
+    return bool(others)
 
 
 def run_job(args, pl, cs, prompt, data, rows, kind, definitions, urls, output: Path) -> int:
