@@ -363,14 +363,34 @@ class _WebSocket:
             raise ConnectionError(f"WebSocket handshake refused: {status.decode(errors='replace')}")
         self.partial: list[bytes] = []
 
-    def _read(self, n: int) -> bytes:
-        while len(self.buffer) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("WebSocket closed by the server")
-            self.buffer += chunk
-        data, self.buffer = self.buffer[:n], self.buffer[n:]
-        return data
+    def _frame(self):
+        """(fin, opcode, payload) of the first complete frame in the buffer, consumed; or None.
+        Nothing is consumed until a whole frame is there, so a timeout never splits a frame."""
+        buf = self.buffer
+        if len(buf) < 2:
+            return None
+        b0, b1 = buf[0], buf[1]
+        n, at = b1 & 0x7F, 2
+        if n == 126:
+            if len(buf) < 4:
+                return None
+            n, at = struct.unpack(">H", buf[2:4])[0], 4
+        elif n == 127:
+            if len(buf) < 10:
+                return None
+            n, at = struct.unpack(">Q", buf[2:10])[0], 10
+        mask = None
+        if b1 & 0x80:
+            if len(buf) < at + 4:
+                return None
+            mask, at = buf[at : at + 4], at + 4
+        if len(buf) < at + n:
+            return None
+        payload = buf[at : at + n]
+        self.buffer = buf[at + n :]
+        if mask:
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        return bool(b0 & 0x80), b0 & 0x0F, payload
 
     def _send(self, opcode: int, payload: bytes = b""):
         mask = os.urandom(4)
@@ -387,36 +407,38 @@ class _WebSocket:
 
     def receive(self, timeout: float) -> str | None:
         """The next text message, None if none arrived within `timeout` (binary previews are skipped)."""
-        self.sock.settimeout(timeout)
-        try:
-            while True:
-                b0, b1 = self._read(2)
-                opcode, fin, n = b0 & 0x0F, b0 & 0x80, b1 & 0x7F
-                if n == 126:
-                    n = struct.unpack(">H", self._read(2))[0]
-                elif n == 127:
-                    n = struct.unpack(">Q", self._read(8))[0]
-                mask = self._read(4) if b1 & 0x80 else None
-                payload = self._read(n)
-                if mask:
-                    payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-                if opcode == 0x8:
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = self._frame()
+            if frame is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.sock.settimeout(left)
+                try:
+                    chunk = self.sock.recv(65536)
+                except TimeoutError:
+                    return None
+                if not chunk:
                     raise ConnectionError("WebSocket closed by the server")
-                if opcode == 0x9:
-                    self._send(0xA, payload)
+                self.buffer += chunk
+                continue
+            fin, opcode, payload = frame
+            if opcode == 0x8:
+                raise ConnectionError("WebSocket closed by the server")
+            if opcode == 0x9:
+                self._send(0xA, payload)
+                continue
+            if opcode in (0x1, 0x2):
+                self.partial = [bytes([opcode])]
+            if opcode in (0x0, 0x1, 0x2) and self.partial:  # a message, possibly in fragments
+                self.partial.append(payload)
+                if not fin:
                     continue
-                if opcode in (0x1, 0x2, 0x0):
-                    if opcode != 0x0:
-                        self.partial = [bytes([opcode])]
-                    self.partial.append(payload)
-                    if not fin:
-                        continue
-                    kind, data = self.partial[0], b"".join(self.partial[1:])
-                    self.partial = []
-                    if kind == b"\x01":
-                        return data.decode("utf-8", "replace")
-        except TimeoutError:
-            return None
+                kind, data = self.partial[0], b"".join(self.partial[1:])
+                self.partial = []
+                if kind == b"\x01":
+                    return data.decode("utf-8", "replace")
 
     def close(self):
         with contextlib.suppress(OSError):
@@ -466,6 +488,10 @@ class ComfyClient:
 
     def _json(self, method: str, path: str, body=None, timeout=None):
         return json.loads(self._request(method, path, body, timeout) or b"null")
+
+    def request_json(self, method: str, path: str, body=None, timeout: float | None = None):
+        """Any JSON route (e.g. one a custom node adds); bounded like every request."""
+        return self._json(method, path, body, timeout)
 
     def _connect(self):
         if self._ws is None:
@@ -527,8 +553,8 @@ class ComfyClient:
             ws = self._connect()
         except ComfyServerError:
             ws = None
-        last_poll = 0.0
-        finished = False
+        last_poll = time.monotonic()  # the first look at the history after 2 s: events come first
+        finished = None  # when the events said the prompt ended
         while True:
             now = time.monotonic()
             if deadline is not None and now > deadline:
@@ -536,14 +562,19 @@ class ComfyClient:
             if self.server is not None:
                 self.server.check()
             # The history is the truth; events only make waiting prompt (and report progress).
-            if finished or now - last_poll > 2.0:
+            if finished is not None or now - last_poll > 2.0:
                 last_poll = now
                 entry = self.history(prompt_id)
                 if entry is not None and _entry_done(entry):
+                    if ws is not None and on_event is not None:
+                        self._drain(ws, prompt_id, on_event)  # events still in flight, in order
                     _raise_for_status(entry)
                     return entry
-                if finished:
-                    time.sleep(0.05)  # the worker stores the history just after the last event
+                if finished is not None:
+                    # The worker stores the history just after the last event.
+                    if now - finished > 60:
+                        raise ComfyServerError(f"prompt {prompt_id} ended but ComfyUI kept no history of it")
+                    time.sleep(0.05)
                     continue
             if ws is None:
                 time.sleep(0.25)
@@ -574,10 +605,26 @@ class ComfyClient:
                 )
             if kind == "execution_interrupted":
                 raise WorkflowError("interrupted", data.get("node_id"), data.get("node_type"), data)
-            if kind == "execution_success" or (
-                kind == "executing" and data.get("node") is None and data.get("prompt_id")
-            ):
-                finished = True
+            ended = kind == "execution_success" or (kind == "executing" and data.get("node") is None)
+            if ended and data.get("prompt_id") == prompt_id and finished is None:
+                finished = time.monotonic()
+
+    @staticmethod
+    def _drain(ws, prompt_id, on_event):
+        for _ in range(10000):
+            try:
+                text = ws.receive(timeout=0.05)
+            except (ConnectionError, OSError):
+                return
+            if text is None:
+                return
+            try:
+                message = json.loads(text)
+            except ValueError:
+                continue
+            data = message.get("data") or {}
+            if not isinstance(data, dict) or data.get("prompt_id") in (None, prompt_id):
+                on_event(message.get("type"), data)
 
     def run(self, prompt: dict, on_event=None, timeout=None) -> dict:
         return self.wait(self.queue(prompt), on_event=on_event, timeout=timeout)

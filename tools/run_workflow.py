@@ -52,33 +52,21 @@ PACKAGE = "zimage_nodes"
 DEMO_KINDS = ("diffusion_models", "text_encoders", "vae")
 
 
+_spec = importlib.util.spec_from_file_location("zimage_pack_loader", Path(__file__).resolve().parent / "pack_loader.py")
+pack_loader = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(pack_loader)
+
+
 def _keep_pack_root_off_sys_path():
-    # ComfyUI has a top-level module `nodes`; this pack has a `nodes/` folder. Neither the pack root
-    # nor this scripts folder may sit on sys.path (python puts a script's folder first).
-    bad = {PACK_DIR.resolve(), Path(__file__).resolve().parent}
-    keep = []
-    for entry in sys.path:
-        try:
-            resolved = Path(entry or os.getcwd()).resolve()
-        except OSError:
-            resolved = None
-        if resolved not in bad:
-            keep.append(entry)
-    sys.path[:] = keep
+    pack_loader.keep_pack_root_off_sys_path(Path(__file__).resolve().parent)
 
 
 def load_tools():
-    """The pack as package `zimage_nodes` (loaded from its __init__.py by path; it imports no
-    ComfyUI) and the tool modules the runner uses."""
-    if PACKAGE not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            PACKAGE, PACK_DIR / "__init__.py", submodule_search_locations=[str(PACK_DIR)]
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[PACKAGE] = module
-        spec.loader.exec_module(module)
-    names = ("headless", "workflow_convert", "pipeline", "comfy_server")
-    return [importlib.import_module(f"{PACKAGE}.tools.{name}") for name in names]
+    """The pack as package `zimage_nodes` (tools/pack_loader.py; it imports no ComfyUI) and the tool
+    modules the runner uses."""
+    return [
+        pack_loader.load_tool(name, PACKAGE) for name in ("headless", "workflow_convert", "pipeline", "comfy_server")
+    ]
 
 
 class UsageError(Exception):
