@@ -429,15 +429,6 @@ def is_link(value) -> bool:
     return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
 
 
-def post_json(url: str, path: str, body: dict, timeout: float = 5):
-    import urllib.request
-
-    req = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST")
-    req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        resp.read()
-
-
 # -- main ----------------------------------------------------------------------------------------
 
 
@@ -743,7 +734,7 @@ def run_job(args, pl, cs, prompt, data, rows, kind, definitions, urls, output: P
             # Take back what is still queued, then stop what runs (a server may run other users' work).
             try:
                 if t.prompt_ids:
-                    post_json(t.url, "/queue", {"delete": list(t.prompt_ids)})
+                    t.client.request_json("POST", "/queue", {"delete": list(t.prompt_ids)})
                 t.client.interrupt()
             except Exception as e:
                 progress.write(f"  {t.url}: could not interrupt ({type(e).__name__}: {e})")

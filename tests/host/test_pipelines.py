@@ -82,7 +82,7 @@ def manifest(out):
 
 
 def history_count(server):
-    return len(cs.ComfyClient(server.url)._json("GET", "/history"))
+    return len(cs.ComfyClient(server.url).request_json("GET", "/history"))
 
 
 SIX_ROWS = [{"Positive.text": f"a lighthouse, variation {i}", "seed": 100 + 10 * i} for i in range(6)]
@@ -168,7 +168,7 @@ def test_validate_only_queues_nothing(servers, tmp_path):
     assert bad.returncode == 1 and "node 4 (EmptySD3LatentImage)" in bad.stderr and "width" in bad.stderr
     time.sleep(1)
     assert history_count(servers[0]) == before
-    queue = cs.ComfyClient(servers[0].url)._json("GET", "/queue")
+    queue = cs.ComfyClient(servers[0].url).request_json("GET", "/queue")
     assert not queue["queue_running"] and not queue["queue_pending"]
 
 
@@ -249,7 +249,7 @@ def test_ctrl_c_interrupts_every_server_and_leaves_a_consistent_manifest(servers
     try:
 
         def running():
-            return any(cs.ComfyClient(s.url)._json("GET", "/queue")["queue_running"] for s in servers)
+            return any(cs.ComfyClient(s.url).request_json("GET", "/queue")["queue_running"] for s in servers)
 
         wait_for(running, 120, "a prompt running")
         job.send_signal(signal.SIGINT)
@@ -268,7 +268,7 @@ def test_ctrl_c_interrupts_every_server_and_leaves_a_consistent_manifest(servers
         lambda: (
             not any(
                 q["queue_running"] or q["queue_pending"]
-                for q in (cs.ComfyClient(s.url)._json("GET", "/queue") for s in servers)
+                for q in (cs.ComfyClient(s.url).request_json("GET", "/queue") for s in servers)
             )
         ),
         30,
