@@ -281,6 +281,9 @@ class ItemRunner:
                 entry = client.wait(
                     prompt_id, on_event=lambda e, d: self.progress.on_event(target.url, e, d), timeout=self.timeout
                 )
+            except TimeoutError:
+                cancel(client, [prompt_id])  # past --timeout: it must not go on using the server
+                raise
             finally:
                 target.prompt_ids.discard(prompt_id)
             images = [i for i in client.images(entry) if i.get("type", "output") == "output"]
@@ -325,6 +328,15 @@ class ItemRunner:
             n += 1
             candidate = f"{stem}-{n}{ext}"
         return candidate
+
+
+def cancel(client, prompt_ids: list[str]):
+    """Take our prompts back: delete the queued ones, interrupt the running one. Targeted by prompt
+    id, so work that others queued on a shared server goes on."""
+    if prompt_ids:
+        client.request_json("POST", "/queue", {"delete": list(prompt_ids)})
+    for prompt_id in prompt_ids:
+        client.request_json("POST", "/interrupt", {"prompt_id": prompt_id})
 
 
 def node_messages(prompt: dict, entry: dict) -> list[str]:
@@ -731,11 +743,8 @@ def run_job(args, pl, cs, prompt, data, rows, kind, definitions, urls, output: P
         stop.set()
         progress.write("Ctrl-C: interrupting the prompts in flight on every server ...")
         for t in targets:
-            # Take back what is still queued, then stop what runs (a server may run other users' work).
             try:
-                if t.prompt_ids:
-                    t.client.request_json("POST", "/queue", {"delete": list(t.prompt_ids)})
-                t.client.interrupt()
+                cancel(t.client, list(t.prompt_ids))
             except Exception as e:
                 progress.write(f"  {t.url}: could not interrupt ({type(e).__name__}: {e})")
         scheduler.interrupt()
