@@ -233,6 +233,26 @@ def test_stopping_a_server_mid_job_hands_its_items_to_the_other(demo_models, ser
         doomed.stop()
 
 
+def queues_idle(servers):
+    return not any(
+        q["queue_running"] or q["queue_pending"]
+        for q in (cs.ComfyClient(s.url).request_json("GET", "/queue") for s in servers)
+    )
+
+
+def test_an_item_past_its_timeout_fails_and_is_taken_back(servers, tmp_path):
+    out = tmp_path / "out"
+    slow = ["Z-Image Turbo Sampler.steps=200", "EmptySD3LatentImage.width=128", "EmptySD3LatentImage.height=128"]
+    proc = run_cli(
+        str(TURBO), "--demo-weights", "--output", str(out), "--server", servers[0].url, "--timeout", "3",
+        *set_args(slow),
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    (record,) = manifest(out)
+    assert record["status"] == "failed" and "did not finish within 3 s" in record["error"]
+    wait_for(lambda: queues_idle(servers[:1]), 30, "the server idle after the timeout")
+
+
 def test_ctrl_c_interrupts_every_server_and_leaves_a_consistent_manifest(servers, tmp_path):
     rows = [{"Positive.text": f"a boat {i}"} for i in range(4)]
     prompts = write_csv(tmp_path / "prompts.csv", rows)
@@ -264,14 +284,5 @@ def test_ctrl_c_interrupts_every_server_and_leaves_a_consistent_manifest(servers
     for r in records:
         for f in r.get("files") or []:
             assert (out / f["path"]).is_file()
-    wait_for(
-        lambda: (
-            not any(
-                q["queue_running"] or q["queue_pending"]
-                for q in (cs.ComfyClient(s.url).request_json("GET", "/queue") for s in servers)
-            )
-        ),
-        30,
-        "both servers idle after Ctrl-C",
-    )
+    wait_for(lambda: queues_idle(servers), 30, "both servers idle after Ctrl-C")
     assert not list(out.glob(".*.part"))
