@@ -1,13 +1,14 @@
 #!/usr/bin/env python
 """Pipelines benchmark: images per minute of the runner (tools/run_workflow.py) with 1 and 2 local
 ComfyUI servers, and its overhead per item over a bare /prompt + /history loop, measured side by
-side in one run (modes interleaved round by round, medians).
+side in one run (modes interleaved round by round, the order rotated each round; medians).
 
-    python tools/bench/bench_pipeline.py [--comfyui PATH] [--items 8] [--rounds 2] [--side 128] [--steps 4]
+    python tools/bench/bench_pipeline.py [--comfyui PATH] [--items 8] [--rounds 3] [--side 128] [--steps 4]
 
 Demo weights (tiny random Z-Image files) on the CPU; the Turbo example workflow at a small size.
 Each mode gets fresh seeds every round, so ComfyUI's cache never skips the sampler. Modes:
-  bare       one server; POST /prompt, poll /history every 20 ms until done; no images fetched
+  bare       one server; POST /prompt, poll /history every 100 ms until done; no images fetched
+             (polling much faster steals the server's CPU on a small machine and slows it down)
   runner K=1 one server, --max-in-flight 1: the same one-at-a-time flow, plus /view, sha256, files
              and the manifest (its per-item overhead over `bare` is the runner's cost)
   runner K=2 one server, two prompts queued: the next prompt waits in the server's queue
@@ -74,7 +75,7 @@ def bare_loop(url: str, prompts: list[dict], timeout: float = 600) -> float:
                 raise RuntimeError(f"bare loop: prompt failed: {entry['status']}")
             if time.monotonic() > deadline:
                 raise TimeoutError("bare loop: prompt did not finish")
-            time.sleep(0.02)
+            time.sleep(0.1)
     return time.perf_counter() - started
 
 
@@ -97,7 +98,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--comfyui", help="ComfyUI checkout (default: $COMFYUI_PATH, the one the pack sits in, ../ComfyUI)")
     p.add_argument("--items", type=int, default=8, help="images per measurement (default 8)")
-    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     p.add_argument("--side", type=int, default=128, help="image side in pixels (default 128)")
     p.add_argument("--steps", type=int, default=4, help="sampler steps (default 4)")
     args = p.parse_args(argv)
@@ -112,7 +113,13 @@ def main(argv=None) -> int:
     servers = []
     try:
         log("writing demo weights")
-        runner.finish_demo_weights(runner.start_demo_weights(comfyui, tmp / "models"))
+        demo = runner.start_demo_weights(comfyui, tmp / "models")
+        try:
+            runner.finish_demo_weights(demo)
+        finally:
+            if demo is not None and demo.poll() is None:
+                demo.kill()
+                demo.communicate()
         folders = {kind: [tmp / "models" / kind] for kind in runner.DEMO_KINDS}
         for i in (1, 2):
             log(f"starting server {i}")
@@ -145,10 +152,13 @@ def main(argv=None) -> int:
         startup: list[float] = []
         for r in range(args.rounds):
             log(f"round {r + 1}/{args.rounds}")
-            first, prompts = fresh(args.items)
-            results["bare"].append(bare_loop(urls[0], prompts))
-            for mode, use, k in (("runner K=1", urls[:1], 1), ("runner K=2", urls[:1], 2), ("2 servers K=2", urls, 2)):
-                first, _ = fresh(args.items)
+            modes = [("bare", urls[:1], 1), ("runner K=1", urls[:1], 1), ("runner K=2", urls[:1], 2)]
+            modes.append(("2 servers K=2", urls, 2))
+            for mode, use, k in modes[r % 4 :] + modes[: r % 4]:
+                first, prompts = fresh(args.items)
+                if mode == "bare":
+                    results[mode].append(bare_loop(use[0], prompts))
+                    continue
                 sets = sizes + [f"Z-Image Turbo Sampler.seed={first}"]
                 seconds, wall = run_runner(use, sets, args.items, k, tmp / f"out{r}{mode.replace(' ', '')}")
                 results[mode].append(seconds)
