@@ -242,7 +242,7 @@ def queues_idle(servers):
 
 def test_an_item_past_its_timeout_fails_and_is_taken_back(servers, tmp_path):
     out = tmp_path / "out"
-    slow = ["Z-Image Turbo Sampler.steps=200", "EmptySD3LatentImage.width=128", "EmptySD3LatentImage.height=128"]
+    slow = ["Z-Image Turbo Sampler.steps=100", "EmptySD3LatentImage.width=128", "EmptySD3LatentImage.height=128"]
     proc = run_cli(
         str(TURBO), "--demo-weights", "--output", str(out), "--server", servers[0].url, "--timeout", "3",
         *set_args(slow),
