@@ -1,28 +1,35 @@
 #!/usr/bin/env python
-"""Run a ComfyUI workflow headless, with Z-Image Nodes loaded: no browser, no server.
+"""Run a ComfyUI workflow without the browser, through ComfyUI's own server API; one image or a
+whole job of prompts x seeds, on an embedded server or on running ones.
 
-    python tools/run_workflow.py WORKFLOW.json [--comfyui PATH] [--set NODE.input=value ...]
-        [--count N] [--output DIR] [--demo-weights] [--validate-only] [--cpu]
+    python tools/run_workflow.py WORKFLOW.json [--set NODE.input=value ...] [--count N]
+        [--prompts FILE] [--server URL ...] [--output DIR] [--resume] [--demo-weights]
+        [--validate-only] [--cpu]
 
-Run it with the Python of your ComfyUI environment. WORKFLOW.json is a workflow saved from the
-editor (UI format, e.g. example_workflows/*.json) or an API-format prompt ("Export (API)").
-UI workflows are converted with the node definitions of the booted ComfyUI, as the editor does
-when you press Run.
+WORKFLOW.json is a workflow saved from the editor (UI format, e.g. example_workflows/*.json) or an
+API-format prompt ("Export (API)"). UI workflows are converted with the node definitions the server
+sends (/object_info), as the editor does when you press Run.
 
-ComfyUI is found as: --comfyui PATH, else $COMFYUI_PATH, else the ComfyUI this pack is installed in
-(ComfyUI/custom_nodes/<pack>), else a ComfyUI folder beside the pack.
+Targets. By default (embedded) the runner starts the ComfyUI it finds as a server on a free
+loopback port, with this pack loaded, queues the work there and stops it at the end; run it with
+the Python of that ComfyUI's environment. ComfyUI is found as: --comfyui PATH, else $COMFYUI_PATH,
+else the ComfyUI this pack is installed in, else a ComfyUI folder beside the pack. `--server URL`
+(repeatable) sends the work to running ComfyUI servers instead; each is checked first (reachable,
+Z-Image Nodes loaded, every node type and model file of the workflow present) and refused with the
+reason if not.
 
---set NODE.input=value   NODE is a node id, a title ("Positive") or a class type (EmptySD3LatentImage);
-                         the value is read as JSON when it parses (5, 2.5, true) and as text otherwise.
-                         A value replaces a link (e.g. --set "Z-Image Turbo Sampler.steps=4").
---count N                N images, every seed / noise_seed advanced by one per image.
---demo-weights           Stand tiny random-weight Z-Image files in for every Z-Image Loader's files:
-                         checks that the graph runs end to end without the real 20 GB of weights.
-                         The images are noise.
---validate-only          Convert and validate (ComfyUI's own validation), do not execute.
+Jobs. --prompts FILE: .txt, one prompt per line (sets the positive prompt's text); .csv (header row)
+or .jsonl: one row per line, a column per --set target (`Positive.text`, `EmptySD3LatentImage.width`,
+`5.steps`) and `seed` (every seed input). --count N: N seeds per row (+1 each). Each row x seed is one
+queued prompt; they are spread over the servers, at most --max-in-flight per server. A server that
+stops answering hands its items to the others; a failed item never stops the others.
 
-Exit status: 0 done; 1 the workflow failed (conversion, validation or execution; the message names
-the node id and type); 2 usage or setup problem (file, ComfyUI not found, bad --set).
+Outputs. Images are fetched through the server's /view into --output (row and seed in the name);
+manifest.jsonl there records each item (overrides, seed, server, files with sha256, seconds, error
+with the node). --resume skips the items the manifest records as done.
+
+Exit status: 0 all done; 1 an item or the workflow failed (the message names the node id and type);
+2 usage or setup problem (file, ComfyUI not found, bad --set, no usable server); 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -31,14 +38,18 @@ import argparse
 import importlib
 import importlib.util
 import json
-import logging
+import os
+import shutil
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 PACK_DIR = Path(__file__).resolve().parent.parent
 PACKAGE = "zimage_nodes"
+DEMO_KINDS = ("diffusion_models", "text_encoders", "vae")
 
 
 _spec = importlib.util.spec_from_file_location("zimage_pack_loader", Path(__file__).resolve().parent / "pack_loader.py")
@@ -50,103 +61,16 @@ def _keep_pack_root_off_sys_path():
     pack_loader.keep_pack_root_off_sys_path(Path(__file__).resolve().parent)
 
 
-def load_pack():
-    """The pack as package `zimage_nodes` (tools/pack_loader.py), and the tool modules used here."""
-    pack_loader.load_pack(PACKAGE)
-    return pack_loader.load_tool("headless", PACKAGE), pack_loader.load_tool("workflow_convert", PACKAGE)
+def load_tools():
+    """The pack as package `zimage_nodes` (tools/pack_loader.py; it imports no ComfyUI) and the tool
+    modules the runner uses."""
+    return [
+        pack_loader.load_tool(name, PACKAGE) for name in ("headless", "workflow_convert", "pipeline", "comfy_server")
+    ]
 
 
 class UsageError(Exception):
     """Bad arguments or setup: exit status 2."""
-
-
-# -- progress ------------------------------------------------------------------------------------
-
-
-class Progress:
-    """One tqdm bar per image, fed by ComfyUI's progress hook (sampler steps of every node that
-    reports progress; the bar's total grows as nodes start)."""
-
-    def __init__(self, prompt: dict, enabled: bool = True):
-        self.titles = {k: (v.get("_meta") or {}).get("title") or v["class_type"] for k, v in prompt.items()}
-        self.enabled = enabled
-        self.bar = None
-        self.seen: dict = {}
-        self.running = None
-
-    def start(self, index: int, count: int):
-        if not self.enabled:
-            return
-        try:
-            from tqdm import tqdm
-        except ImportError:  # ComfyUI requires tqdm; degrade to plain lines anyway
-            self.enabled = False
-            return
-        self.seen = {}
-        self.running = None
-        self.bar = tqdm(
-            total=0, desc=f"image {index}/{count}", unit="step", leave=True, dynamic_ncols=True, file=sys.stderr
-        )
-
-    def on_event(self, event: str, data):
-        if self.bar is None or not isinstance(data, dict):
-            return
-        if event == "progress_state":
-            # Which node runs now (ComfyUI sends "executing" only to a connected client).
-            running = [
-                k for k, s in (data.get("nodes") or {}).items() if isinstance(s, dict) and s.get("state") == "running"
-            ]
-            if running and running[-1] != self.running:
-                self.running = running[-1]
-                self.bar.set_postfix_str(str(self.titles.get(str(self.running), self.running)), refresh=True)
-        elif event == "progress":
-            node = str(data.get("node"))
-            value, total = int(data.get("value") or 0), int(data.get("max") or 0)
-            if node not in self.seen:
-                self.seen[node] = 0
-                self.bar.total += total
-                self.bar.refresh()
-            step = value - self.seen[node]
-            if step > 0:
-                self.seen[node] = value
-                self.bar.update(step)
-
-    def finish(self):
-        if self.bar is not None:
-            self.bar.set_postfix_str("done", refresh=True)
-            self.bar.close()
-            self.bar = None
-
-
-def install_progress_hook(host):
-    """What ComfyUI's main.py does for its web UI: turn comfy.utils.ProgressBar updates into
-    'progress' events on the (headless) server. Returns a function that undoes it."""
-    import comfy.utils
-    from comfy_execution.progress import get_progress_state
-    from comfy_execution.utils import get_executing_context
-
-    before = (comfy.utils.PROGRESS_BAR_ENABLED, comfy.utils.PROGRESS_BAR_HOOK)
-
-    def hook(value, total, preview_image, prompt_id=None, node_id=None):
-        context = get_executing_context()
-        if node_id is None and context is not None:
-            node_id = context.node_id
-        if prompt_id is None and context is not None:
-            prompt_id = context.prompt_id
-        get_progress_state().update_progress(node_id, value, total, None)
-        host.server.send_sync("progress", {"value": value, "max": total, "prompt_id": prompt_id, "node": node_id})
-
-    comfy.utils.set_progress_bar_global_hook(hook)
-    comfy.utils.set_progress_bar_enabled(False)  # our bar replaces the samplers' own tqdm
-
-    def undo():
-        comfy.utils.set_progress_bar_enabled(before[0])
-        comfy.utils.set_progress_bar_global_hook(before[1])
-
-    return undo
-
-
-# -- steps ---------------------------------------------------------------------------------------
 
 
 def read_workflow(path: str) -> dict:
@@ -173,168 +97,372 @@ def has_accelerator() -> bool:
     return bool(xpu is not None and xpu.is_available())
 
 
-def boot(headless, comfyui: str | None, cpu: bool, output: str | None, verbose: bool):
-    path, how = headless.find_comfyui(comfyui)
-    if path is None:
-        raise UsageError(
-            f"{how}.\nPass --comfyui PATH, set COMFYUI_PATH, install this pack in ComfyUI/custom_nodes/, "
-            "or put ComfyUI beside the pack."
-        )
-    if output:
-        Path(output).mkdir(parents=True, exist_ok=True)
-        output = str(Path(output).resolve())
-    if not verbose:
-        # ComfyUI warns about optional extras it cannot import (audio nodes and the like) at boot.
-        logging.disable(logging.WARNING)
-    try:
-        host = headless.boot(path, cpu=cpu, output_dir=output, verbose=verbose)
-    finally:
-        logging.disable(logging.NOTSET)
-    if output:  # also when the host was already booted in this process
-        host.folder_paths.set_output_directory(output)
-    if not host.pack_loaded:
-        raise UsageError("ComfyUI's custom node loader failed to import Z-Image Nodes (run with --verbose to see why)")
-    print(f"ComfyUI {host.version} at {path} ({how}); device: {'CPU' if cpu else 'accelerator'}")
-    return host
+# -- demo weights --------------------------------------------------------------------------------
+
+# Runs in a child process of the host's Python: the demo files are built with ComfyUI's own model
+# classes, which must not be imported into the runner (it only talks to servers).
+_DEMO_SCRIPT = """
+import importlib.util, sys
+sys.path.insert(0, sys.argv[1])
+import comfy.options  # noqa: F401  (keeps ComfyUI from parsing our argv)
+from comfy.cli_args import args
+args.cpu = True  # the files are built on the CPU, whatever the machine has
+spec = importlib.util.spec_from_file_location("zinodes_demo_weights", sys.argv[2])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+module.write_demo_models(sys.argv[3])
+"""
 
 
-def prepare_prompt(host, convert, data: dict, overrides, warnings: list | None = None) -> dict:
-    """API prompt from a UI or API workflow, with --set overrides applied."""
-    definitions = convert.HostDefinitions(host.nodes)
-    prompt = convert.load_prompt(data, definitions, warnings)
-    try:
-        lines = convert.apply_overrides(prompt, overrides, definitions)
-    except convert.ConversionError as e:
-        raise UsageError(str(e)) from None
-    for line in lines:
-        print(f"set {line}")
-    return prompt
-
-
-def validate(host, convert, prompt: dict, data: dict, verbose: bool):
-    """ComfyUI's own validation; its log lines are left out (the error names the node instead)."""
-    if not verbose:
-        logging.disable(logging.ERROR)
-    try:
-        return host.validate(prompt)
-    except Exception as err:
-        missing = "Value not in list" in str(err) or "not in list" in str(getattr(err, "details", ""))
-        if missing and convert.is_ui_workflow(data):
-            models = [m for n in data["nodes"] for m in (n.get("properties") or {}).get("models") or []]
-            if models:
-                err.hint = (
-                    "model files this workflow names (put them in ComfyUI/models/<directory>/), "
-                    "or try --demo-weights:\n"
-                    + "\n".join(f"  {m.get('directory')}/{m.get('name')}  {m.get('url')}" for m in models)
-                )
-        raise
-    finally:
-        logging.disable(logging.NOTSET)
-
-
-def setup_demo_weights(host, convert, prompt: dict, data: dict, demo_dir: str | None, validate_only: bool):
-    """Write and register the demo files, point the Z-Image Loaders at them. Other loaders' files
-    cannot be stood in for: an error, or empty placeholders when only validating."""
-    demo_weights = importlib.import_module(PACKAGE + ".tools.demo_weights")
-    others = convert.model_file_inputs(prompt, data)
-    if others and not validate_only:
-        lines = "\n".join(f"  node {o['node_id']} ({o['class_type']}).{o['input']} = {o['name']!r}" for o in others)
-        raise convert.ConversionError(
-            "--demo-weights only stands in for the files of Z-Image Loader nodes; this workflow also loads:\n"
-            f"{lines}\nRun it with the real model files, or add --validate-only to check the graph without running it.",
-            others[0]["node_id"],
-            others[0]["class_type"],
-        )
-    root = Path(demo_dir) if demo_dir else Path(tempfile.mkdtemp(prefix="zimage_demo_models_"))
-    names = demo_weights.write_demo_models(root)
-    for kind in ("diffusion_models", "text_encoders", "vae"):
-        host.add_model_folder(kind, root / kind)
-    for line in convert.use_demo_models(prompt, names):
-        print(line)
-    for o in others:
-        if not o["directory"]:
-            raise convert.ConversionError(
-                f"cannot tell which models folder '{o['name']}' belongs in, so no placeholder can stand in for it",
-                o["node_id"],
-                o["class_type"],
-            )
-        placeholder = root / "placeholders" / o["directory"] / o["name"]
-        placeholder.parent.mkdir(parents=True, exist_ok=True)
-        placeholder.touch()
-        host.add_model_folder(o["directory"], placeholder.parent)
-        print(
-            f"node {o['node_id']} ({o['class_type']}): empty placeholder for {o['directory']}/{o['name']} "
-            "(validation only: it is never loaded)"
-        )
-    if not any(e.get("class_type") == convert.ZIMAGE_LOADER for e in prompt.values()) and not others:
-        print("note: no Z-Image Loader in this workflow; --demo-weights changes nothing")
-    print(
-        "DEMO WEIGHTS: tiny random-weight Z-Image files stand in for the real ones. Images made with them are "
-        "noise; this only shows that every node of the graph runs."
+def start_demo_weights(comfyui: Path, root: Path, python: str = sys.executable) -> subprocess.Popen | None:
+    """Start writing the demo files under root (reused when already there); None when nothing to do."""
+    names = demo_names()
+    if all((root / kind / names[role]).is_file() for role, kind in demo_roles()):
+        return None
+    for kind in DEMO_KINDS:
+        (root / kind).mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [python, "-c", _DEMO_SCRIPT, str(comfyui), str(PACK_DIR / "tools" / "demo_weights.py"), str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
-    return root, names
 
 
-def print_workflow_error(err, verbose: bool):
+def demo_names() -> dict:
+    # The file names only; demo_weights imports torch at module level, so they are read from its source.
+    import ast
+
+    tree = ast.parse((PACK_DIR / "tools" / "demo_weights.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "NAMES" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise RuntimeError("tools/demo_weights.py has no NAMES table")
+
+
+def demo_roles():
+    return [
+        ("turbo", "diffusion_models"),
+        ("base", "diffusion_models"),
+        ("text_encoder", "text_encoders"),
+        ("vae", "vae"),
+    ]
+
+
+def finish_demo_weights(proc: subprocess.Popen | None, timeout: float = 300):
+    if proc is None:
+        return
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise UsageError(f"writing the demo weights took more than {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        raise UsageError("writing the demo weights failed:\n" + "\n".join((out or "").splitlines()[-15:]))
+
+
+# -- progress ------------------------------------------------------------------------------------
+
+
+class Progress:
+    """One bar over the job's items, and one step bar per server fed by its `progress` events.
+    Without tqdm or with --no-progress: plain lines only."""
+
+    def __init__(self, total: int, urls: list[str], enabled: bool = True):
+        self.lock = threading.Lock()
+        self.enabled = enabled
+        self.bars = {}
+        self.overall = None
+        if not enabled:
+            return
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            self.enabled = False
+            return
+        self.tqdm = tqdm
+        self.overall = tqdm(total=total, desc="items", unit="item", position=0, dynamic_ncols=True, file=sys.stderr)
+        for i, url in enumerate(urls, start=1):
+            self.bars[url] = tqdm(
+                total=0, desc=url, unit="step", position=i, leave=False, dynamic_ncols=True, file=sys.stderr
+            )
+        self.seen: dict = {}
+
+    def write(self, line: str):
+        with self.lock:
+            if self.enabled:
+                self.tqdm.write(line, file=sys.stdout)
+            else:
+                print(line, flush=True)
+
+    def start_item(self, url: str, item):
+        if not self.enabled:
+            return
+        with self.lock:
+            bar = self.bars.get(url)
+            if bar is not None:
+                self.seen[url] = {}
+                bar.reset(total=0)
+                bar.set_description_str(f"{url} {item.name}")
+
+    def on_event(self, url: str, event: str, data):
+        if not self.enabled or event != "progress" or not isinstance(data, dict):
+            return
+        with self.lock:
+            bar = self.bars.get(url)
+            if bar is None:
+                return
+            seen = self.seen.setdefault(url, {})
+            node = str(data.get("node"))
+            value, total = int(data.get("value") or 0), int(data.get("max") or 0)
+            if node not in seen:
+                seen[node] = 0
+                bar.total += total
+            step = value - seen[node]
+            if step > 0:
+                seen[node] = value
+                bar.update(step)
+            bar.refresh()
+
+    def item_done(self):
+        if self.overall is not None:
+            with self.lock:
+                self.overall.update(1)
+
+    def close(self):
+        with self.lock:
+            for bar in self.bars.values():
+                bar.close()
+            if self.overall is not None:
+                self.overall.close()
+            self.bars, self.overall = {}, None
+
+
+# -- one item on one server ----------------------------------------------------------------------
+
+
+class ItemRunner:
+    """Runs one item on one server: queue, follow, fetch the images, write them, make the record."""
+
+    def __init__(self, cs, pipeline, data, output: Path, progress, timeout: float, stop: threading.Event):
+        self.cs = cs
+        self.pl = pipeline
+        self.data = data
+        self.output = output
+        self.progress = progress
+        self.timeout = timeout
+        self.stop = stop
+        self.names_lock = threading.Lock()
+        self.first_messages = threading.Event()
+
+    def _server_down(self, target) -> bool:
+        try:
+            self.cs.ComfyClient(target.url, timeout=5).system_stats()
+            return False
+        except Exception:
+            return True
+
+    def __call__(self, target, item) -> dict:
+        client = self.cs.ComfyClient(target.url)
+        started = time.perf_counter()
+        self.progress.start_item(target.url, item)
+        try:
+            return self._run(client, target, item, started)
+        finally:
+            client.close()
+
+    def _run(self, client, target, item, started) -> dict:
+        pl = self.pl
+        try:
+            prompt_id = client.queue(item.prompt)
+            target.prompt_ids.add(prompt_id)
+            try:
+                entry = client.wait(
+                    prompt_id, on_event=lambda e, d: self.progress.on_event(target.url, e, d), timeout=self.timeout
+                )
+            except TimeoutError:
+                cancel(client, [prompt_id])  # past --timeout: it must not go on using the server
+                raise
+            finally:
+                target.prompt_ids.discard(prompt_id)
+            images = [i for i in client.images(entry) if i.get("type", "output") == "output"]
+            files = []
+            for image, name in zip(images, pl.output_names(item, images)):
+                data = client.view(image["filename"], image.get("subfolder", ""), image.get("type", "output"))
+                with self.names_lock:
+                    path = self.output / self._free_name(name)
+                    pl.write_output(path.parent, path.name, data)
+                files.append({"path": path.name, "sha256": pl.sha256_bytes(data), "node_id": image.get("node_id")})
+        except self.cs.WorkflowError as e:
+            status = "interrupted" if self.stop.is_set() else "failed"
+            missing = pl.model_errors(item.prompt, node_errors_of(e), self.data)
+            return pl.record_for(
+                item,
+                status,
+                server=target.url,
+                seconds=round(time.perf_counter() - started, 3),
+                error=str(e),
+                node_id=e.node_id,
+                node_type=e.node_type,
+                **({"missing_models": missing} if missing else {}),
+            )
+        except Exception as e:
+            if self._server_down(target):
+                raise pl.ServerDown(f"{target.url} stopped answering ({type(e).__name__}: {e})") from e
+            raise
+        seconds = time.perf_counter() - started
+        if not self.first_messages.is_set():
+            self.first_messages.set()
+            for line in node_messages(item.prompt, entry):
+                self.progress.write(line)
+        return pl.record_for(
+            item, "done", server=target.url, prompt_id=prompt_id, files=files, seconds=round(seconds, 3)
+        )
+
+    def _free_name(self, name: str) -> str:
+        # Never overwrite a file that is already there (an earlier job's, or the user's).
+        stem, ext = os.path.splitext(name)
+        candidate, n = name, 1
+        while (self.output / candidate).exists():
+            n += 1
+            candidate = f"{stem}-{n}{ext}"
+        return candidate
+
+
+def cancel(client, prompt_ids: list[str]):
+    """Take our prompts back: delete the queued ones, interrupt the running one. Targeted by prompt
+    id, so work that others queued on a shared server goes on."""
+    if prompt_ids:
+        client.request_json("POST", "/queue", {"delete": list(prompt_ids)})
+    for prompt_id in prompt_ids:
+        client.request_json("POST", "/interrupt", {"prompt_id": prompt_id})
+
+
+def node_messages(prompt: dict, entry: dict) -> list[str]:
+    """The text the nodes report in their UI output (e.g. the loader's variant, the Turbo sampler's
+    note on the negative prompt)."""
+    lines = []
+    for node_id, ui in ((entry or {}).get("outputs") or {}).items():
+        for text in (ui or {}).get("text") or []:
+            if isinstance(text, str) and text.strip() and node_id in prompt:
+                title = (prompt[node_id].get("_meta") or {}).get("title", prompt[node_id]["class_type"])
+                lines.append(f"  [{node_id} {title}] {text.strip()}")
+    return lines
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+def node_errors_of(err) -> dict:
+    """ComfyUI's node_errors carried by a WorkflowError (validation), else {}."""
+    details = getattr(err, "details", None)
+    if not isinstance(details, dict):
+        return {}
+    if isinstance(details.get("node_errors"), dict):
+        return details["node_errors"]
+    return {k: v for k, v in details.items() if isinstance(v, dict) and "errors" in v}
+
+
+def print_workflow_error(err, prompt: dict | None, data: dict, pipeline, demo: bool, verbose: bool):
     print(f"error: {err}", file=sys.stderr)
     details = getattr(err, "details", None)
+    node_errors = node_errors_of(err)
     if isinstance(details, dict):
-        # validation: every failing node; execution: the traceback (with --verbose)
-        for node_id, info in details.items():
+        for node_id, info in (node_errors or {}).items():
             if isinstance(info, dict) and "errors" in info and str(node_id) != str(getattr(err, "node_id", None)):
                 msgs = "; ".join(f"{e.get('message')}: {e.get('details')}" for e in info["errors"])
                 print(f"error: node {node_id} ({info.get('class_type')}): {msgs}", file=sys.stderr)
         if verbose and details.get("traceback"):
             print("".join(details["traceback"]), file=sys.stderr)
-    if getattr(err, "hint", None):
-        print(err.hint, file=sys.stderr)
+    if prompt is not None:
+        # The hint about where model files go, only when the error is about model files.
+        hint = pipeline.model_hint(data, pipeline.model_errors(prompt, node_errors, data), demo)
+        if hint:
+            print(hint, file=sys.stderr)
 
 
-def run_images(host, convert, prompt: dict, count: int, progress_enabled: bool = True) -> list[Path]:
-    """Execute the prompt count times (seeds +1 each time); returns the files written."""
-    written: list[Path] = []
-    seeds = convert.seed_inputs(prompt)
-    progress = Progress(prompt, enabled=progress_enabled)
-    undo = install_progress_hook(host)
-    output_dir = Path(host.folder_paths.get_output_directory())
+def validate_on(client, cs, prompt: dict) -> list[str]:
+    """ComfyUI's own validation of the prompt, through /prompt, without running it.
+
+    ComfyUI validates every output node with all its ancestors, and queues the prompt when at least
+    one output validates. So each output node is sent with one of its own widget inputs left out
+    (a PreviewImage, which has none, as a SaveImage without its prefix): every output then fails on
+    that missing input alone, nothing is queued, and every other error of the graph comes back
+    with the answer. Returns the output node ids; raises WorkflowError for the first real error."""
+    info = client.object_info()
+    outputs = [k for k, v in prompt.items() if (info.get(v["class_type"]) or {}).get("output_node")]
+    if not outputs:
+        raise cs.WorkflowError("the workflow has no output node (Save Image, Preview Image, ...)")
+    probe = json.loads(json.dumps(prompt))
+    expected = {}
+    for node_id in outputs:
+        entry = probe[node_id]
+        required = ((info[entry["class_type"]].get("input") or {}).get("required")) or {}
+        widgets = [n for n in required if n in entry["inputs"] and not is_link(entry["inputs"][n])]
+        if not widgets and entry["class_type"] == "PreviewImage" and "SaveImage" in info:
+            entry["class_type"], widgets = "SaveImage", ["filename_prefix"]
+            entry["inputs"]["filename_prefix"] = None
+        if not widgets:
+            raise cs.WorkflowError(
+                "--validate-only cannot check this output node without running it (it has no widget input)",
+                node_id,
+                entry["class_type"],
+            )
+        del entry["inputs"][widgets[0]]
+        expected[node_id] = widgets[0]
     try:
-        for i in range(count):
-            p = convert.with_seed_offset(prompt, i)
-            seed_text = ", ".join(f"{k}.{n}={p[k]['inputs'][n]}" for k, n in seeds) or "no seed inputs"
-            print(f"image {i + 1}/{count}: {seed_text}")
-            progress.start(i + 1, count)
-            started = time.perf_counter()
-            try:
-                result = host.run(p, on_event=progress.on_event)
-            finally:
-                progress.finish()
-            files = convert.saved_files(result.outputs)
-            for f in files:
-                if f["type"] == "output":
-                    path = output_dir / f["subfolder"] / f["filename"]
-                    written.append(path)
-                    print(f"  wrote {path}")
-            if i == 0:
-                for node_id, ui in result.outputs.items():
-                    for text in ui.get("text") or []:
-                        if isinstance(text, str) and text.strip():
-                            title = (p[node_id].get("_meta") or {}).get("title", p[node_id]["class_type"])
-                            print(f"  [{node_id} {title}] {text.strip()}")
-            print(f"  {time.perf_counter() - started:.1f} s")
-    finally:
-        undo()
-    return written
+        prompt_id = client.queue(probe)
+    except cs.WorkflowError as e:
+        node_errors = node_errors_of(e)
+        if not node_errors:
+            raise
+        for node_id, node_info in node_errors.items():
+            real = [
+                x
+                for x in node_info.get("errors") or []
+                if not (
+                    x.get("type") == "required_input_missing"
+                    and str(node_id) in expected
+                    and (x.get("extra_info") or {}).get("input_name") == expected[str(node_id)]
+                )
+            ]
+            if real:
+                msgs = "; ".join(f"{x.get('message')}: {x.get('details')}" for x in real)
+                class_type = prompt.get(str(node_id), {}).get("class_type", node_info.get("class_type"))
+                details = {"node_errors": {str(node_id): {**node_info, "errors": real}}}
+                raise cs.WorkflowError(f"validation failed: {msgs}", str(node_id), class_type, details) from None
+        return outputs
+    client.interrupt()  # cannot happen with ComfyUI's validation; if it does, do not let it run
+    raise RuntimeError(f"the server accepted a prompt it should have refused (prompt {prompt_id}); nothing checked")
+
+
+def is_link(value) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
+
+
+# -- main ----------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run_workflow.py",
-        description="Run a ComfyUI workflow (editor or API format) headless, with Z-Image Nodes loaded.",
+        description="Run a ComfyUI workflow (editor or API format) through ComfyUI's server API, with Z-Image "
+        "Nodes; one image, or a job of prompts x seeds over one or several servers.",
         epilog="ComfyUI is found as: --comfyui, $COMFYUI_PATH, the ComfyUI this pack is installed in, "
-        "or ../ComfyUI beside the pack. Exit status: 0 done, 1 workflow failed, 2 usage/setup.",
+        "or ../ComfyUI beside the pack. Exit status: 0 done, 1 an item or the workflow failed, 2 usage/setup, "
+        "130 interrupted.",
     )
     parser.add_argument("workflow", help="workflow JSON: saved from the editor, or an API-format export")
-    parser.add_argument("--comfyui", metavar="PATH", help="ComfyUI checkout (see the discovery rules below)")
+    parser.add_argument("--comfyui", metavar="PATH", help="ComfyUI checkout for the embedded server")
+    parser.add_argument(
+        "--server",
+        dest="servers",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a running ComfyUI server to use instead of an embedded one, e.g. http://127.0.0.1:8188 (repeatable)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -343,8 +471,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NODE.input=value",
         help="set an input; NODE is an id, title or type; value as JSON if it parses (repeatable)",
     )
-    parser.add_argument("--count", type=int, default=1, metavar="N", help="images to make, seeds +1 each (default 1)")
-    parser.add_argument("--output", metavar="DIR", help="ComfyUI output directory (default: ComfyUI's own)")
+    parser.add_argument("--prompts", metavar="FILE", help=".txt (one prompt per line), .csv or .jsonl (columns)")
+    parser.add_argument("--count", type=int, default=1, metavar="N", help="seeds per row, +1 each (default 1)")
+    parser.add_argument(
+        "--output", metavar="DIR", help="where images and manifest.jsonl go (default: the found ComfyUI's output/)"
+    )
+    parser.add_argument("--manifest", metavar="FILE", help="manifest path (default: DIR/manifest.jsonl)")
+    parser.add_argument("--resume", action="store_true", help="skip the items the manifest records as done")
+    parser.add_argument("--max-in-flight", type=int, default=2, metavar="K", help="prompts queued per server (2)")
+    parser.add_argument("--timeout", type=float, default=1800, metavar="S", help="seconds allowed per item (1800)")
     parser.add_argument(
         "--demo-weights",
         action="store_true",
@@ -354,64 +489,285 @@ def build_parser() -> argparse.ArgumentParser:
         "--demo-dir", metavar="DIR", help="where --demo-weights writes (and reuses) its files; default: a temp folder"
     )
     parser.add_argument("--validate-only", action="store_true", help="convert and validate, do not execute")
-    parser.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is available")
-    parser.add_argument("--save-api", metavar="FILE", help="also write the API-format prompt that is run")
+    parser.add_argument("--cpu", action="store_true", help="embedded server on the CPU even when a GPU is available")
+    parser.add_argument("--save-api", metavar="FILE", help="also write the API-format prompt (before rows and seeds)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("-v", "--verbose", action="store_true", help="ComfyUI's log and tracebacks")
     return parser
 
 
+class Job:
+    """What main() sets up and tears down: temp dirs, the embedded server, the demo-writer process."""
+
+    def __init__(self):
+        self.temp: Path | None = None
+        self.server = None
+        self.demo_proc = None
+
+    def close(self):
+        if self.demo_proc is not None and self.demo_proc.poll() is None:
+            self.demo_proc.kill()
+            self.demo_proc.communicate()
+        if self.server is not None:
+            self.server.stop()
+        if self.temp is not None:
+            shutil.rmtree(self.temp, ignore_errors=True)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     _keep_pack_root_off_sys_path()
-    headless, convert = load_pack()
-    temp_demo = None
+    headless, wc, pl, cs = load_tools()
+    job = Job()
+    prompt = None
+    data = {}
     try:
         if args.count < 1:
             raise UsageError("--count must be at least 1")
+        if args.max_in_flight < 1:
+            raise UsageError("--max-in-flight must be at least 1")
         data = read_workflow(args.workflow)
         try:
-            overrides = [convert.parse_override(text) for text in args.overrides]
-        except ValueError as e:
+            overrides = [wc.parse_override(text) for text in args.overrides]
+            rows, kind = pl.read_rows(args.prompts) if args.prompts else (None, "csv")
+        except (ValueError, pl.JobError) as e:
             raise UsageError(str(e)) from None
-        cpu = args.cpu or not has_accelerator()
-        host = boot(headless, args.comfyui, cpu, args.output, args.verbose)
 
+        comfyui, how = headless.find_comfyui(args.comfyui)
+        output = Path(args.output) if args.output else (comfyui / "output" if comfyui else Path("output"))
+        output = output.resolve()
+
+        # -- targets
+        if args.servers:
+            urls = [u.rstrip("/") for u in args.servers]
+            for url in urls:
+                if not pl.is_loopback(url):
+                    print(f"note: {url} is not on this machine; using it because it was given explicitly")
+        else:
+            if comfyui is None:
+                raise UsageError(
+                    f"{how}.\nPass --comfyui PATH, set COMFYUI_PATH, install this pack in ComfyUI/custom_nodes/, "
+                    "put ComfyUI beside the pack, or use --server URL."
+                )
+            job.temp = Path(tempfile.mkdtemp(prefix="zinodes_run_"))
+            folders = {}
+            if args.demo_weights:
+                demo_root = Path(args.demo_dir).resolve() if args.demo_dir else job.temp / "models"
+                job.demo_proc = start_demo_weights(comfyui, demo_root)
+                folders = {kind_: [str(demo_root / kind_)] for kind_ in DEMO_KINDS}
+                # Empty folders for the placeholders --validate-only may need (registered now, filled later).
+                for kind_ in sorted(set(wc.CORE_MODEL_INPUTS.values()) | declared_dirs(data, wc)):
+                    (job.temp / "placeholders" / kind_).mkdir(parents=True, exist_ok=True)
+                    folders.setdefault(kind_, []).append(str(job.temp / "placeholders" / kind_))
+            cpu = args.cpu or not has_accelerator()
+            job.server = cs.ComfyServer(
+                comfyui,
+                model_folders=folders or None,
+                cpu=cpu,
+                log_path=job.temp / "server.log",
+                verbose=args.verbose,
+            )
+            started = time.perf_counter()
+            job.server.start()
+            finish_demo_weights(job.demo_proc)
+            job.demo_proc = None
+            urls = [job.server.url]
+            version = cs.ComfyClient(job.server.url).system_stats().get("system", {}).get("comfyui_version", "?")
+            print(
+                f"ComfyUI {version} at {comfyui} ({how}): embedded server {job.server.url} "
+                f"({'CPU' if cpu else 'accelerator'}), up in {time.perf_counter() - started:.1f} s"
+            )
+
+        # -- the prompt, converted with the first reachable server's definitions
+        infos = {}
+        unreachable = {}
+        for url in urls:
+            try:
+                infos[url] = pl.ObjectInfoDefinitions(cs.ComfyClient(url, timeout=30).object_info())
+            except Exception as e:
+                unreachable[url] = f"not reachable ({type(e).__name__}: {e})"
+        if not infos:
+            raise UsageError("no server to use:\n" + "\n".join(f"  {u}: {why}" for u, why in unreachable.items()))
+        definitions = next(iter(infos.values()))
         warnings: list[str] = []
-        prompt = prepare_prompt(host, convert, data, overrides, warnings)
+        prompt = wc.load_prompt(data, definitions, warnings)
         for w in warnings:
             print(f"warning: {w}")
+        try:
+            for line in wc.apply_overrides(prompt, overrides, definitions):
+                print(f"set {line}")
+        except wc.ConversionError as e:
+            raise UsageError(str(e)) from None
         if args.demo_weights:
-            root, _ = setup_demo_weights(host, convert, prompt, data, args.demo_dir, args.validate_only)
-            temp_demo = None if args.demo_dir else root
+            if setup_demo_prompt(wc, prompt, data, job, args.validate_only, args.servers):
+                # Placeholders were just written: the server lists them now, our copy of its lists does not.
+                infos = {url: pl.ObjectInfoDefinitions(cs.ComfyClient(url).object_info()) for url in infos}
         if args.save_api:
             Path(args.save_api).write_text(json.dumps(prompt, indent=2) + "\n")
             print(f"API prompt written to {args.save_api}")
 
-        outputs = validate(host, convert, prompt, data, args.verbose)
+        # -- servers that can run it
+        refused = dict(unreachable)
+        for url, defs in infos.items():
+            problems = pl.check_server(defs, prompt, data)
+            if problems:
+                refused[url] = "; ".join(problems)
+        for url, why in refused.items():
+            print(f"server {url} refused: {why}", file=sys.stderr)
+        usable = [u for u in urls if u not in refused]
+        if not usable:
+            missing = [m["name"] for defs in infos.values() for m in pl.missing_models(defs, prompt, data)]
+            hint = pl.model_hint(data, missing, args.demo_weights)
+            if hint:
+                print(hint, file=sys.stderr)
+            return 1 if any("model file" in why or "node types" in why for why in refused.values()) else 2
+
         if args.validate_only:
+            outputs = validate_on(cs.ComfyClient(usable[0]), cs, prompt)
             print(f"valid: {len(prompt)} nodes, output nodes {', '.join(map(str, outputs))}")
             return 0
 
-        started = time.perf_counter()
-        written = run_images(host, convert, prompt, args.count, progress_enabled=not args.no_progress)
-        print(f"\n{len(written)} file(s) written in {time.perf_counter() - started:.1f} s:")
-        for path in written:
-            print(f"  {path}")
-        if args.demo_weights:
-            print("(demo weights: these images are noise)")
-        return 0
+        return run_job(args, pl, cs, prompt, data, rows, kind, definitions, usable, output)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (headless.WorkflowError, convert.ConversionError) as e:
-        print_workflow_error(e, args.verbose)
+    except (cs.WorkflowError, wc.ConversionError) as e:
+        print_workflow_error(e, prompt, data, pl, args.demo_weights, args.verbose)
         return 1
+    except cs.ComfyServerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     finally:
-        if temp_demo is not None:
-            import shutil
+        job.close()
 
-            shutil.rmtree(temp_demo, ignore_errors=True)
+
+def declared_dirs(data: dict, wc) -> set[str]:
+    if not wc.is_ui_workflow(data):
+        return set()
+    return {
+        str(m["directory"]).strip("/")
+        for n in data["nodes"]
+        for m in (n.get("properties") or {}).get("models") or []
+        if isinstance(m, dict) and m.get("directory")
+    }
+
+
+def setup_demo_prompt(wc, prompt: dict, data: dict, job: Job, validate_only: bool, remote: bool) -> bool:
+    """Point the Z-Image Loaders at the demo files. Other loaders' files cannot be stood in for: an
+    error, or empty placeholders in the embedded server when only validating (returns True then)."""
+    others = wc.model_file_inputs(prompt, data)
+    if others and (not validate_only or remote):
+        lines = "\n".join(f"  node {o['node_id']} ({o['class_type']}).{o['input']} = {o['name']!r}" for o in others)
+        how = "" if remote else ", or add --validate-only to check the graph without running it"
+        raise wc.ConversionError(
+            "--demo-weights only stands in for the files of Z-Image Loader nodes; this workflow also loads:\n"
+            f"{lines}\nRun it with the real model files{how}.",
+            others[0]["node_id"],
+            others[0]["class_type"],
+        )
+    for line in wc.use_demo_models(prompt, demo_names()):
+        print(line)
+    for o in others:
+        if not o["directory"]:
+            raise wc.ConversionError(
+                f"cannot tell which models folder '{o['name']}' belongs in, so no placeholder can stand in for it",
+                o["node_id"],
+                o["class_type"],
+            )
+        placeholder = job.temp / "placeholders" / str(o["directory"]).strip("/") / o["name"]
+        placeholder.parent.mkdir(parents=True, exist_ok=True)
+        placeholder.touch()
+        print(
+            f"node {o['node_id']} ({o['class_type']}): empty placeholder for {o['directory']}/{o['name']} "
+            "(validation only: it is never loaded)"
+        )
+    if not any(e.get("class_type") == wc.ZIMAGE_LOADER for e in prompt.values()) and not others:
+        print("note: no Z-Image Loader in this workflow; --demo-weights changes nothing")
+    print(
+        "DEMO WEIGHTS: tiny random-weight Z-Image files stand in for the real ones. Images made with them are "
+        "noise; this only shows that every node of the graph runs."
+    )
+    return bool(others)
+
+
+def run_job(args, pl, cs, prompt, data, rows, kind, definitions, urls, output: Path) -> int:
+    try:
+        items = pl.expand_items(prompt, rows, args.count, kind, definitions)
+    except pl.JobError as e:
+        raise UsageError(str(e)) from None
+    manifest = pl.Manifest(Path(args.manifest).resolve() if args.manifest else output / "manifest.jsonl")
+    output.mkdir(parents=True, exist_ok=True)
+    skipped = 0
+    if args.resume:
+        done = manifest.done_keys(output)
+        before = len(items)
+        items = [i for i in items if i.key not in done]
+        skipped = before - len(items)
+        print(f"resume: {skipped} of {before} item(s) already done in {manifest.path}")
+
+    counts = {"done": 0, "failed": 0, "interrupted": 0, "skipped": skipped}
+    images = [0]
+    failures = []
+    progress = Progress(len(items), urls, enabled=not args.no_progress and bool(items))
+    stop = threading.Event()
+    runner = ItemRunner(cs, pl, data, output, progress, args.timeout, stop)
+
+    def on_record(record):
+        manifest.append(record)
+        counts[record["status"]] = counts.get(record["status"], 0) + 1
+        images[0] += len(record.get("files") or [])
+        seed = f"seed {record['seed']}" if record.get("seed") is not None else f"#{record['index'] + 1}"
+        where = f" on {record['server']}" if record.get("server") else ""
+        if record["status"] == "done":
+            names = ", ".join(f["path"] for f in record["files"]) or "no images"
+            progress.write(f"row {record['row']} {seed}: done{where} in {record['seconds']:.1f} s -> {names}")
+        else:
+            failures.append(record)
+            progress.write(f"row {record['row']} {seed}: {record['status']}{where}: {record.get('error')}")
+        progress.item_done()
+
+    targets = [pl.Target(url, cs.ComfyClient(url, timeout=10)) for url in urls]
+    scheduler = pl.Scheduler(targets, runner, on_record, max_in_flight=args.max_in_flight)
+    if items:
+        seeds = ", ".join(str(i.seed) for i in items[:6]) + (" ..." if len(items) > 6 else "")
+        print(f"{len(items)} item(s) over {len(urls)} server(s) (seeds {seeds}); output: {output}")
+    started = time.perf_counter()
+    interrupted = False
+    try:
+        scheduler.run(items)
+    except KeyboardInterrupt:
+        interrupted = True
+        stop.set()
+        progress.write("Ctrl-C: interrupting the prompts in flight on every server ...")
+        for t in targets:
+            try:
+                cancel(t.client, list(t.prompt_ids))
+            except Exception as e:
+                progress.write(f"  {t.url}: could not interrupt ({type(e).__name__}: {e})")
+        scheduler.interrupt()
+    finally:
+        progress.close()
+    seconds = time.perf_counter() - started
+
+    per_server = {t.url: t.done for t in targets} if len(targets) > 1 else None
+    print("\nsummary:")
+    print(pl.summary_table(counts, images[0], seconds, per_server))
+    print(f"manifest: {manifest.path}")
+    if args.demo_weights:
+        print("(demo weights: these images are noise)")
+    for record in failures:
+        node = f" node {record['node_id']} ({record.get('node_type')})" if record.get("node_id") else ""
+        print(f"failed: row {record['row']} seed {record.get('seed')}{node}: {record.get('error')}", file=sys.stderr)
+    missing = [name for record in failures for name in record.get("missing_models") or []]
+    hint = pl.model_hint(data, missing, args.demo_weights)
+    if hint:
+        print(hint, file=sys.stderr)
+    if interrupted:
+        return 130
+    return 1 if counts["failed"] or counts["interrupted"] else 0
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 definitions the editor receives, the UI->API conversion validates with ComfyUI's validate_prompt,
 the Z-Image graphs run end to end through the runner on demo weights, and the runner's CLI works."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -28,14 +27,6 @@ FEWER_STEPS = [("ZINodesScheduler", "steps", 3)]  # the Turbo sampler's steps st
 
 def load(path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-@pytest.fixture(scope="module")
-def runner():
-    spec = importlib.util.spec_from_file_location("zimage_run_workflow", RUNNER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -180,40 +171,62 @@ def saved(host, outputs):
     return [out / f["subfolder"] / f["filename"] for f in wc.saved_files(outputs) if f["type"] == "output"]
 
 
-@pytest.mark.parametrize("path", ZIMAGE_WORKFLOWS, ids=lambda p: p.stem)
-def test_zimage_workflow_runs_end_to_end_through_the_runner(host, demo_models, runner, path, capsys):
+@pytest.fixture(scope="module")
+def runner_server(demo_models, tmp_path_factory):
+    """A ComfyUI server (the checkout's own main.py, the pack installed) with the demo files, for
+    the runner's --server mode."""
+    from comfy_host import COMFYUI
+
+    from zimage_nodes.tools import comfy_server
+
     root, _ = demo_models
-    headless, convert_module = runner.load_pack()
-    data = load(path)
-    prompt = runner.prepare_prompt(
-        host, convert_module, data, SMALL + FEWER_STEPS if "ZINodesScheduler" in json.dumps(data) else SMALL
+    server = comfy_server.ComfyServer(
+        COMFYUI,
+        model_folders={kind: [root / kind] for kind in ("diffusion_models", "text_encoders", "vae")},
+        cpu=True,
+        log_path=tmp_path_factory.getbasetemp() / "runner-server.log",
     )
-    runner.setup_demo_weights(host, convert_module, prompt, data, str(root), validate_only=False)
-    runner.validate(host, convert_module, prompt, data, verbose=False)
-    written = runner.run_images(host, convert_module, prompt, count=1)
-    saves = [v for v in prompt.values() if v["class_type"] == "SaveImage"]
-    assert len(written) == len(saves)
-    for png in written:
-        assert png.is_file() and png.read_bytes()[:8] == PNG
-    assert any(event == "progress" for event, _ in host.server.events), "no sampler progress reached the runner"
-    printed = capsys.readouterr().out
-    assert "images made with them are noise" in printed.lower()
+    with server.start(timeout=300):
+        yield server
 
 
-def test_demo_weights_refuse_to_stand_in_for_other_loaders(host, demo_models, runner, definitions):
+@pytest.mark.parametrize("path", ZIMAGE_WORKFLOWS, ids=lambda p: p.stem)
+def test_zimage_workflow_runs_end_to_end_through_the_runner(runner_server, path, tmp_path):
+    data = load(path)
+    sets = SMALL + FEWER_STEPS if "ZINodesScheduler" in json.dumps(data) else SMALL
+    args = [a for node, name, value in sets for a in ("--set", f"{node}.{name}={value}")]
+    proc = run_cli(str(path), "--demo-weights", "--server", runner_server.url, "--output", str(tmp_path), *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    saves = [n for n in data["nodes"] if n["type"] == "SaveImage" and n.get("mode", 0) == 0]
+    pngs = sorted(tmp_path.glob("*.png"))
+    assert len(pngs) == len(saves) and all(p.read_bytes()[:8] == PNG for p in pngs)
+    (record,) = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert record["status"] == "done" and len(record["files"]) == len(saves)
+    assert "images made with them are noise" in proc.stdout.lower()
+
+
+def test_demo_weights_refuse_to_stand_in_for_other_loaders(host, demo_models, tmp_path):
+    from comfy_host import COMFYUI
+
     root, _ = demo_models
-    _, convert_module = runner.load_pack()
-    data = load(SD_WORKFLOW)
-    prompt = wc.load_prompt(data, definitions)
-    with pytest.raises(convert_module.ConversionError) as err:
-        runner.setup_demo_weights(host, convert_module, prompt, data, str(root), validate_only=False)
-    assert err.value.node_type == "CheckpointLoaderSimple" and "--validate-only" in str(err.value)
+    proc = run_cli(
+        str(SD_WORKFLOW), "--comfyui", str(COMFYUI), "--demo-weights", "--demo-dir", str(root),
+        "--output", str(tmp_path),
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "(CheckpointLoaderSimple)" in proc.stderr and "--validate-only" in proc.stderr
+    assert not list(tmp_path.iterdir())
 
 
-def run_cli(*args, cwd=PACK_DIR, timeout=240):
+def run_cli(*args, cwd=PACK_DIR, timeout=600):
     env = {k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"}
     return subprocess.run(
-        [sys.executable, str(RUNNER), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, str(RUNNER), *args, "--no-progress"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -238,21 +251,17 @@ def test_cli_makes_two_demo_images(host, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == 2 and all(p.read_bytes()[:8] == PNG for p in pngs)
-    assert "seed=42" in proc.stdout and "seed=43" in proc.stdout  # --count advances the seed
-    assert "2 file(s) written" in proc.stdout and "noise" in proc.stdout
+    assert [p.name for p in pngs] == ["row0001_seed42.png", "row0001_seed43.png"]  # --count advances the seed
+    assert "embedded server http://127.0.0.1:" in proc.stdout and "noise" in proc.stdout
+    assert "images / minute" in proc.stdout
 
 
-def test_cli_failure_names_the_node_and_exits_non_zero(host, demo_models, tmp_path):
-    from comfy_host import COMFYUI
-
-    root, _ = demo_models
+def test_cli_failure_names_the_node_and_exits_non_zero(runner_server, tmp_path):
     proc = run_cli(
         "example_workflows/z_image_turbo_text_to_image.json",
-        "--comfyui",
-        str(COMFYUI),
+        "--server",
+        runner_server.url,
         "--demo-weights",
-        "--demo-dir",
-        str(root),
         "--set",
         "EmptySD3LatentImage.width=7",
         "--output",
@@ -261,6 +270,23 @@ def test_cli_failure_names_the_node_and_exits_non_zero(host, demo_models, tmp_pa
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "node 4 (EmptySD3LatentImage)" in proc.stderr and "width" in proc.stderr
     assert not list(tmp_path.glob("*.png"))
+    (record,) = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert record["status"] == "failed" and (record["node_id"], record["node_type"]) == ("4", "EmptySD3LatentImage")
+
+
+def test_cli_hint_only_for_missing_model_files(host, demo_models, tmp_path):
+    # Issue 12: a bad sampler_name with --demo-weights is not about model files: no model hint.
+    from comfy_host import COMFYUI
+
+    root, _ = demo_models
+    proc = run_cli(
+        "example_workflows/z_image_turbo_text_to_image.json", "--comfyui", str(COMFYUI), "--demo-weights",
+        "--demo-dir", str(root), "--set", "Z-Image Turbo Sampler.sampler_name=not_a_sampler",
+        "--validate-only",
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "node 5 (ZINodesTurboSampler)" in proc.stderr and "sampler_name" in proc.stderr
+    assert "model files this workflow names" not in proc.stderr + proc.stdout
 
 
 def test_cli_validates_the_sd_workflow_with_placeholders_only(host, demo_models, tmp_path):
