@@ -378,7 +378,8 @@ def test_turbo_runs_and_the_nodes_say_what_they_did(browser, server):
     assert node_state(browser, sampler)["message"] is None
     # Output only: the message is neither saved with the workflow nor sent as an input.
     saved = browser.execute_script(
-        "return window.comfyAPI.app.app.graph.serialize().nodes.find(n => n.id === arguments[0]).widgets_values",
+        "const app = window.comfyAPI.app.app, data = (app.rootGraph ?? app.graph).serialize();"
+        "return data.nodes.find(n => String(n.id) === String(arguments[0]))?.widgets_values ?? data.nodes",
         loader,
     )
     assert len(saved) == 5, saved

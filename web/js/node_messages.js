@@ -40,6 +40,10 @@ function removeMessage(node) {
   const widget = node.widgets[index];
   widget.onRemove?.();
   node.widgets.splice(index, 1);
+  // Give back the room the message took, unless the node was resized meanwhile.
+  if (widget.zinodesGrownTo === node.size[1] && widget.zinodesHeightBefore != null) {
+    node.setSize([node.size[0], Math.max(node.computeSize()[1], widget.zinodesHeightBefore)]);
+  }
   node.setDirtyCanvas?.(true, true);
 }
 
@@ -77,11 +81,13 @@ function showMessage(node, text) {
       getMinHeight: () => estimatedHeight(node, element.textContent || ""),
     });
     widget.serialize = false;
+    widget.zinodesHeightBefore = node.size[1];
   }
   widget.element.textContent = text;
   widget.element.title = text;
   const needed = node.computeSize();
   node.setSize([Math.max(node.size[0], needed[0]), Math.max(node.size[1], needed[1])]);
+  widget.zinodesGrownTo = node.size[1];
   node.setDirtyCanvas?.(true, true);
 }
 
