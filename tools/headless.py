@@ -1,8 +1,10 @@
-"""Boot a ComfyUI checkout in this process, with no web server, and run API-format prompts.
+"""Boot a ComfyUI checkout in this process, with no web server: ComfyUI's node registry, model
+management and validation, with the pack loaded through ComfyUI's own custom-node loader, exactly as
+a ComfyUI start-up would. For node-level work (tests calling nodes, the benchmark, demo weights).
 
-Shared by the test harness and the workflow runner. Nothing here is imported by ComfyUI when it
-loads the pack; it is the other way round: this module loads ComfyUI, then loads the pack through
-ComfyUI's own custom-node loader, exactly as a ComfyUI start-up would.
+Whole graphs do not run here: ComfyUI's executor is an internal that changes between releases
+(v0.33 needs cache arguments v0.8 never had). `Host.run` hands the prompt to a ComfyUI server
+(tools/comfy_server.py) attached with `use_server`.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ import asyncio
 import logging
 import os
 import sys
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .comfy_server import ComfyServerError, WorkflowError  # noqa: F401  (re-exported: one error type for both paths)
 
 PACK_DIR = Path(__file__).resolve().parent.parent
 
@@ -38,37 +43,18 @@ def find_comfyui(explicit: str | os.PathLike | None = None) -> tuple[Path | None
     return None, "no ComfyUI checkout found; looked at: " + "; ".join(tried)
 
 
-class WorkflowError(RuntimeError):
-    """A prompt failed validation or execution; carries the node and ComfyUI's message."""
+class _EventLog:
+    """The events of the last `Host.run` (as the server sent them), and a `send_sync` for code that
+    reports progress the way ComfyUI's PromptServer does."""
 
-    def __init__(self, message: str, node_id: str | None = None, node_type: str | None = None, details=None):
-        where = f"node {node_id} ({node_type}): " if node_id is not None else ""
-        super().__init__(where + message)
-        self.node_id = node_id
-        self.node_type = node_type
-        self.message = message
-        self.details = details
-
-
-class _HeadlessServer:
-    """The slice of PromptServer that execution and progress reporting touch, with the events
-    recorded instead of sent over a websocket."""
-
-    def __init__(self, on_event=None):
-        self.client_id = None
-        self.last_node_id = None
-        self.last_prompt_id = None
-        self.sockets_metadata = {}
+    def __init__(self):
         self.events: list[tuple[str, object]] = []
-        self.on_event = on_event
+        self.on_event = None
 
     def send_sync(self, event, data, sid=None):
         self.events.append((event, data))
         if self.on_event is not None:
             self.on_event(event, data)
-
-    def queue_updated(self):
-        pass
 
 
 @dataclass
@@ -80,11 +66,23 @@ class RunResult:
 class Host:
     """A booted ComfyUI with this pack loaded through ComfyUI's custom-node loader."""
 
-    def __init__(self, comfyui_path: Path, cpu: bool = True, output_dir: str | None = None, verbose: bool = False):
+    def __init__(
+        self,
+        comfyui_path: Path,
+        cpu: bool = True,
+        output_dir: str | None = None,
+        verbose: bool = False,
+        input_dir: str | None = None,
+        api_nodes: bool = False,
+    ):
         self.path = Path(comfyui_path).resolve()
         if str(self.path) not in sys.path:
             sys.path.insert(0, str(self.path))
         import comfy.options  # noqa: F401  (args parsing stays off: the host must not read our argv)
+
+        # As in main.py: bind ComfyUI's `utils` package before anything puts comfy/ (with its
+        # utils.py) first on sys.path, or server-dependent core nodes fail to import.
+        import utils.extra_config  # noqa: F401
         from comfy.cli_args import args
 
         # Must precede the first import of comfy.model_management, which picks the device at import.
@@ -99,21 +97,27 @@ class Host:
 
         if output_dir:
             folder_paths.set_output_directory(str(output_dir))
+        # Core nodes create folders in the input directory when they register (input/3d): keep
+        # them out of the user's checkout.
+        self._input_tmp = None
+        if input_dir is None:
+            self._input_tmp = tempfile.TemporaryDirectory(prefix="zimage-comfy-input-")
+            input_dir = self._input_tmp.name
+        folder_paths.set_input_directory(str(input_dir))
         import comfy.model_management  # noqa: F401
+        import execution
 
-        # As in main.py: bind ComfyUI's `utils` package before `execution`/`nodes` put comfy/ (with
-        # its utils.py) first on sys.path, or server-dependent core nodes fail to import.
-        import utils.extra_config  # noqa: F401  # isort: skip
-        import execution  # isort: skip
-        import nodes  # isort: skip
+        import nodes
 
         self.folder_paths = folder_paths
         self.execution = execution
         self.nodes = nodes
-        self.server = _HeadlessServer()
-        failed = asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+        self.server = _EventLog()
+        self._connect = None
+        failed = asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=api_nodes))
         self.core_import_failures = list(failed or [])
         before = set(nodes.NODE_CLASS_MAPPINGS)
+        self.core_node_ids = frozenset(before)  # what ComfyUI itself registers, before the pack
         self.pack_loaded = asyncio.run(nodes.load_custom_node(str(PACK_DIR)))
         self.pack_nodes = sorted(set(nodes.NODE_CLASS_MAPPINGS) - before)
         self.version = _read_version(self.path)
@@ -133,23 +137,22 @@ class Host:
             raise WorkflowError(f"validation failed: {error.get('message')}: {error.get('details')}", details=error)
         return outputs
 
-    def run(self, prompt: dict, on_event=None) -> RunResult:
-        """Validate and execute an API-format prompt; raise WorkflowError naming the failing node."""
-        outputs = self.validate(prompt)
+    def use_server(self, connect):
+        """Run graphs on a ComfyUI server: `connect()` returns a comfy_server.ComfyClient (called at
+        the first run, so a server is started only when a graph runs)."""
+        self._connect = connect
+
+    def run(self, prompt: dict, on_event=None, timeout: float | None = None) -> RunResult:
+        """Run an API-format prompt on the attached server; raise WorkflowError naming the failing node."""
+        if self._connect is None:
+            raise RuntimeError(
+                "Host.run needs a ComfyUI server: host.use_server(lambda: ComfyServer(...).start().client())"
+            )
+        client = self._connect()
         self.server.events = []
         self.server.on_event = on_event
-        executor = self.execution.PromptExecutor(
-            self.server, cache_type=self.execution.CacheType.NONE, cache_args={"lru": 0, "ram": 0}
-        )
-        executor.execute(prompt, str(uuid.uuid4()), {}, outputs)
-        if not executor.success:
-            for event, data in executor.status_messages:
-                if event in ("execution_error", "execution_interrupted"):
-                    raise WorkflowError(
-                        data.get("exception_message", event), data.get("node_id"), data.get("node_type"), data
-                    )
-            raise WorkflowError("execution failed without an error message")
-        return RunResult(outputs=executor.history_result["outputs"], events=list(self.server.events))
+        entry = client.run(prompt, on_event=self.server.send_sync, timeout=timeout)
+        return RunResult(outputs=entry.get("outputs") or {}, events=list(self.server.events))
 
 
 def _read_version(path: Path) -> str:

@@ -32,7 +32,6 @@ import importlib
 import importlib.util
 import json
 import logging
-import os
 import sys
 import tempfile
 import time
@@ -42,33 +41,19 @@ PACK_DIR = Path(__file__).resolve().parent.parent
 PACKAGE = "zimage_nodes"
 
 
+_spec = importlib.util.spec_from_file_location("zimage_pack_loader", Path(__file__).resolve().parent / "pack_loader.py")
+pack_loader = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(pack_loader)
+
+
 def _keep_pack_root_off_sys_path():
-    # ComfyUI has a top-level module `nodes`; this pack has a `nodes/` folder. Neither the pack root
-    # nor this scripts folder may sit on sys.path (python puts a script's folder first).
-    bad = {PACK_DIR.resolve(), Path(__file__).resolve().parent}
-    keep = []
-    for entry in sys.path:
-        try:
-            resolved = Path(entry or os.getcwd()).resolve()
-        except OSError:
-            resolved = None
-        if resolved not in bad:
-            keep.append(entry)
-    sys.path[:] = keep
+    pack_loader.keep_pack_root_off_sys_path(Path(__file__).resolve().parent)
 
 
 def load_pack():
-    """The pack as package `zimage_nodes`, loaded from its __init__.py by file path."""
-    if PACKAGE not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            PACKAGE, PACK_DIR / "__init__.py", submodule_search_locations=[str(PACK_DIR)]
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[PACKAGE] = module
-        spec.loader.exec_module(module)
-    headless = importlib.import_module(PACKAGE + ".tools.headless")
-    convert = importlib.import_module(PACKAGE + ".tools.workflow_convert")
-    return headless, convert
+    """The pack as package `zimage_nodes` (tools/pack_loader.py), and the tool modules used here."""
+    pack_loader.load_pack(PACKAGE)
+    return pack_loader.load_tool("headless", PACKAGE), pack_loader.load_tool("workflow_convert", PACKAGE)
 
 
 class UsageError(Exception):

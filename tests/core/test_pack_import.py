@@ -13,11 +13,10 @@ def test_pack_and_core_import_without_comfyui():
     # A fresh interpreter: this test session may already have booted ComfyUI.
     script = textwrap.dedent(f"""
         import importlib, importlib.util, sys
-        spec = importlib.util.spec_from_file_location(
-            "zimage_pack", {str(PACK_DIR / "__init__.py")!r}, submodule_search_locations=[{str(PACK_DIR)!r}])
-        pack = importlib.util.module_from_spec(spec)
-        sys.modules["zimage_pack"] = pack
-        spec.loader.exec_module(pack)
+        spec = importlib.util.spec_from_file_location("zimage_pack_loader", {str(PACK_DIR / "tools" / "pack_loader.py")!r})
+        loader = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(loader)
+        pack = loader.load_pack("zimage_pack")
         for name in {CORE_MODULES!r}:
             importlib.import_module("zimage_pack.core." + name)
         host = sorted(m for m in sys.modules if m.split(".")[0] in ("comfy", "comfy_api", "folder_paths", "nodes"))

@@ -117,27 +117,27 @@ def test_every_node_registers_without_import_failure(host):
             assert item.tooltip, f"{node_id}.{item.id or item.display_name} has no tooltip"
 
 
-def test_turbo_graph_writes_a_png_with_one_forward_per_step(host, demo_models, forward_spy):
+def test_turbo_graph_writes_a_png_with_one_forward_per_step(host, demo_models, server_forward_spy):
     _, names = demo_models
     result = host.run(turbo_prompt(names, negative=True))
     pngs = saved_pngs(host, result)
     assert len(pngs) == 1 and pngs[0].is_file() and pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Loader reports Turbo (8 steps); the wired negative is never evaluated.
-    assert forward_spy == [1] * 8
+    assert server_forward_spy == [1] * 8
     texts = [t for o in result.outputs.values() for t in o.get("text", [])]
     assert any("Turbo" in t and "turbo" in t for t in texts), texts
     assert any("negative conditioning ignored" in t for t in texts), texts
 
 
-def test_guided_graph_runs_positive_and_negative_as_one_batched_forward(host, demo_models, forward_spy):
+def test_guided_graph_runs_positive_and_negative_as_one_batched_forward(host, demo_models, server_forward_spy):
     _, names = demo_models
     steps = 6
     result = host.run(guided_prompt(names, steps=steps, cfg=4.0))
     assert len(saved_pngs(host, result)) == 1
-    assert forward_spy == [2] * steps  # one forward per step, positive and negative batched
+    assert server_forward_spy == [2] * steps  # one forward per step, positive and negative batched
 
 
-def test_guider_truncation_skips_the_negative_on_late_steps(host, demo_models, forward_spy):
+def test_guider_truncation_skips_the_negative_on_late_steps(host, demo_models, server_forward_spy):
     _, names = demo_models
     steps = 8
     host.run(guided_prompt(names, steps=steps, cfg=4.0, truncation=0.5))
@@ -147,5 +147,5 @@ def test_guider_truncation_skips_the_negative_on_late_steps(host, demo_models, f
     sigmas = [float(comfy.model_sampling.time_snr_shift(6.0, 1 - i / steps)) for i in range(steps)]
     guided = sum(1 for s in sigmas if 1 - s <= 0.5)
     assert 0 < guided < steps
-    assert len(forward_spy) == steps
-    assert sum(forward_spy) == steps + guided
+    assert len(server_forward_spy) == steps
+    assert sum(server_forward_spy) == steps + guided

@@ -1,4 +1,4 @@
-"""The example workflows against a real ComfyUI v0.8.0: node types and widget layouts match the
+"""The example workflows against the real ComfyUI under test: node types and widget layouts match the
 definitions the editor receives, the UI->API conversion validates with ComfyUI's validate_prompt,
 the Z-Image graphs run end to end through the runner on demo weights, and the runner's CLI works."""
 
@@ -105,7 +105,12 @@ def test_slots_are_laid_out_as_the_editor_lays_them_out(host, workflow, definiti
         assert listed == sockets, node["type"]
         assert node["inputs"][: len(listed)] == [i for i in node["inputs"] if "widget" not in i]
         assert wired == [w for w in widgets if w in wired], node["type"]
-        assert [(o["name"], o["type"]) for o in node["outputs"]] == definitions.outputs(node["type"]), node["type"]
+        # A graph saved on an older host may lack outputs the host has added since (v0.33's
+        # SaveImage gained an IMAGE output); the editor appends them unconnected. Every saved
+        # output must be the host's output at that position.
+        saved = [(o["name"], o["type"]) for o in node["outputs"]]
+        defined = definitions.outputs(node["type"])
+        assert saved == defined[: len(saved)], (node["type"], saved, defined)
 
 
 def test_combo_and_number_values_are_allowed_by_the_definitions(host, workflow, definitions):

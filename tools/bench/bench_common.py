@@ -21,18 +21,13 @@ PACK_DIR = BENCH_DIR.parent.parent
 PACK_NAME = "zimage_nodes"
 
 
-def load_pack(name: str = PACK_NAME):
-    """The pack as a package, by file path (as tests/conftest.py does). Never via sys.path: the
-    pack's `nodes/` folder would shadow ComfyUI's top-level `nodes` module."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(
-        name, PACK_DIR / "__init__.py", submodule_search_locations=[str(PACK_DIR)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+_spec = importlib.util.spec_from_file_location("zimage_pack_loader", PACK_DIR / "tools" / "pack_loader.py")
+pack_loader = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(pack_loader)
+load_pack = pack_loader.load_pack  # the pack as a package, by file path (as the tests load it)
+load_pack(PACK_NAME)
+
+from zimage_nodes.tools.forward_spy import ForwardSpy as ForwardCounter  # noqa: E402, F401  (the shared spy)
 
 
 def boot_host(comfyui: str | None, cpu: bool):
@@ -163,53 +158,6 @@ def spread(xs) -> float:
 
 # ---------------------------------------------------------------------------------------------
 # Forward counting
-
-
-class ForwardCounter:
-    """Records the batch size of every ComfyUI NextDiT.forward call while active (a temporary
-    class-level wrapper, removed on exit)."""
-
-    def __init__(self):
-        self.batches: list[int] = []
-
-    def __enter__(self):
-        import comfy.ldm.lumina.model as lumina
-
-        self._cls = lumina.NextDiT
-        self._orig = self._cls.__dict__["forward"]
-        orig, batches = self._orig, self.batches
-
-        def counted(module, x, *args, **kwargs):
-            batches.append(int(x.shape[0]))
-            return orig(module, x, *args, **kwargs)
-
-        self._cls.forward = counted
-        return self
-
-    def __exit__(self, *exc):
-        self._cls.forward = self._orig
-        return False
-
-    @property
-    def calls(self) -> int:
-        return len(self.batches)
-
-    def summary(self) -> dict:
-        return {
-            "calls": self.calls,
-            "samples": sum(self.batches),
-            "desc": self.describe(),
-            "batches": list(self.batches),
-        }
-
-    def describe(self) -> str:
-        """'28 x b2' or '24 x b2 + 4 x b1'."""
-        if not self.batches:
-            return "0"
-        counts = {}
-        for b in self.batches:
-            counts[b] = counts.get(b, 0) + 1
-        return " + ".join(f"{n} x b{b}" for b, n in sorted(counts.items(), reverse=True))
 
 
 class StubForward:
