@@ -43,7 +43,7 @@ const scale = 0.94 * Math.min(side / (x1 - x0), side / (y1 - y0));
 ds.scale = scale;
 ds.offset[0] = (left + (side - (x1 - x0) * scale) / 2) / scale - x0;
 ds.offset[1] = (top + (side - (y1 - y0) * scale) / 2) / scale - y0;
-document.querySelectorAll('[class*=minimap], [class*=Minimap]').forEach(el => el.style.visibility = 'hidden');
+app.canvas.show_info = false;
 app.canvas.setDirty(true, true);
 return scale;
 """
@@ -55,7 +55,12 @@ def main() -> int:
     editor = _load("zinodes_browser_editor", Path(__file__).with_name("test_editor.py"))
     editor.VIEWPORT = (LEFT + SIDE, TOP + SIDE + BOTTOM)
     tmp = Path(tempfile.mkdtemp(prefix="zinodes_thumbnails_"))
-    server = editor._LoopbackServer(Path(editor.COMFYUI), tmp / "base", editor.write_models(tmp / "models")).start()
+    server = editor.start_server(editor.write_models(tmp / "models"), tmp / "output")
+    # The picture is of the graph: no minimap, no source badge (it names the folder the pack was
+    # cloned into), and text drawn at any zoom so a large graph shows its labels too.
+    editor.post_setting(server, "Comfy.Minimap.Visible", False)
+    editor.post_setting(server, "Comfy.NodeBadge.NodeSourceBadgeMode", "None")
+    editor.post_setting(server, "LiteGraph.Canvas.MinFontSizeForLOD", 0)
     driver = editor.start_browser(server.url, tmp / "profile")
     try:
         for name in editor.WORKFLOWS:

@@ -19,12 +19,14 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 import workflow_layout
 
 from zimage_nodes.tools import headless
+from zimage_nodes.tools.comfy_server import ComfyServer
 
 pytestmark = pytest.mark.host
 
@@ -98,59 +100,26 @@ save_file({{k: v.contiguous() for k, v in comfy_to_diffusers(sd).items()}},
     return root
 
 
-class _LoopbackServer:
-    """`python main.py` of the checkout on a free 127.0.0.1 port, this pack in a temporary
-    custom_nodes folder, every folder it writes in a temporary base directory."""
+def start_server(models: Path, output: Path):
+    """The checkout's own ComfyUI server on a free 127.0.0.1 port with this pack (and only it)
+    installed through a temporary folder, the demo models as its model folders."""
+    folders = {kind: [models / kind] for kind in ("diffusion_models", "text_encoders", "vae", "checkpoints")}
+    server = ComfyServer(COMFYUI, model_folders=folders, output_dir=output, cpu=True).start()
+    # A first visit opens the template browser over the graph: this user has been here before.
+    post_setting(server, "Comfy.TutorialCompleted", True)
+    return server
 
-    def __init__(self, comfyui: Path, base: Path, models: Path):
-        import socket
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        (base / "custom_nodes").mkdir(parents=True)
-        (base / "custom_nodes" / "zimage-nodes").symlink_to(PACK_DIR, target_is_directory=True)
-        for folder in ("diffusion_models", "text_encoders", "vae", "checkpoints"):
-            (base / "models").mkdir(exist_ok=True)
-            (base / "models" / folder).symlink_to(models / folder, target_is_directory=True)
-        # A first visit opens the template browser over the graph: this user has been here before.
-        settings = base / "user" / "default" / "comfy.settings.json"
-        settings.parent.mkdir(parents=True)
-        settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))
-        self.log = open(base / "server.log", "wb")  # noqa: SIM115
-        self.log_path = base / "server.log"
-        cmd = [sys.executable, "main.py", "--listen", "127.0.0.1", "--port", str(self.port), "--cpu"]
-        cmd += ["--base-directory", str(base), "--disable-auto-launch", "--disable-api-nodes"]
-        self.proc = subprocess.Popen(cmd, cwd=str(comfyui), stdout=self.log, stderr=subprocess.STDOUT)
-
-    def start(self, timeout=240):
-        import urllib.request
-
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("ComfyUI exited:\n" + self.log_path.read_text(errors="replace")[-3000:])
-            try:
-                urllib.request.urlopen(self.url + "/object_info/ZINodesLoader", timeout=5).read()
-                return self
-            except OSError:
-                time.sleep(1)
-        raise RuntimeError("ComfyUI did not answer:\n" + self.log_path.read_text(errors="replace")[-3000:])
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+def post_setting(server, setting: str, value):
+    """Set an editor setting for the (only) user, through the server's settings API."""
+    request = urllib.request.Request(f"{server.url}/settings/{setting}", data=json.dumps(value).encode(), method="POST")
+    urllib.request.urlopen(request, timeout=30).read()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     models = write_models(tmp_path_factory.mktemp("models"))
-    srv = _LoopbackServer(Path(COMFYUI), tmp_path_factory.mktemp("comfy_base"), models).start()
+    srv = start_server(models, tmp_path_factory.mktemp("output"))
     yield srv
     srv.stop()
 
