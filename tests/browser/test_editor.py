@@ -387,3 +387,49 @@ def test_base_vs_turbo_shows_the_ignored_negative_and_both_variants(browser, ser
     shot(browser, "rerun_z_image_base_vs_turbo")
     assert node_state(browser, sampler)["message"] is None
     assert all(node_state(browser, node)["message"] for node in messages)
+
+
+def test_template_browser_shows_each_workflow_with_its_thumbnail(browser, server):
+    templates = browser.execute_async_script(
+        "const done = arguments[0]; fetch('/api/workflow_templates').then(r => r.json()).then(done)"
+    )
+    (module,) = [m for m, names in templates.items() if set(WORKFLOWS) <= set(names)]
+    browser.execute_script("window.comfyAPI.app.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+    wait_for(browser, "return document.querySelectorAll('[role=dialog] img').length > 0", 60)
+    # The pack's category in the browser's navigation, as a person would pick it.
+    clicked = browser.execute_script(
+        """
+        const label = arguments[0];
+        const items = [...document.querySelectorAll('[role=dialog] *')].filter(
+          el => el.children.length === 0 && el.textContent.trim() === label);
+        if (!items.length) return false;
+        (items[0].closest('button, a, li, [role=button], [role=option], [role=menuitem]') ?? items[0]).click();
+        return true;
+        """,
+        module,
+    )
+    assert clicked, f"no '{module}' category in the template browser"
+    time.sleep(2)
+    shot(browser, "template_browser")
+    cards = browser.execute_script(
+        """
+        const names = arguments[0];
+        const fetched = performance.getEntriesByType('resource').map(e => e.name);
+        return names.map(name => {
+          const title = [...document.querySelectorAll('[role=dialog] *')].find(
+            el => el.children.length === 0 && el.textContent.trim() === name);
+          let card = title;
+          while (card && !card.querySelector('img')) card = card.parentElement;
+          const img = card?.querySelector('img');
+          return {name, card: !!card, loaded: !!img && img.complete && img.naturalWidth > 0,
+                  width: img?.naturalWidth ?? 0,
+                  fetched: fetched.some(url => url.endsWith(`/workflow_templates/${arguments[1]}/${name}.jpg`))};
+        });
+        """,
+        WORKFLOWS,
+        module,
+    )
+    print("template cards:", cards)
+    for card in cards:
+        assert card["card"] and card["loaded"] and card["fetched"] and card["width"] == 600, card
+    close_dialogs(browser)
