@@ -286,9 +286,10 @@ def test_workflow_opens_clean_with_its_note_in_view(browser, server, name):
     # Sizes as the editor computed them (it grows nodes to fit their widgets): nothing overlaps.
     assert workflow_layout.overlapping_nodes(geo["nodes"]) == []
     assert workflow_layout.group_title_clashes(geo["nodes"], geo["groups"]) == []
+    browser.execute_script("window.comfyAPI.app.app.extensionManager.command.execute('Comfy.Canvas.FitView')")
+    time.sleep(2)  # the editor animates the zoom
     fit = browser.execute_script(
-        "const app = window.comfyAPI.app.app; app.extensionManager.command.execute('Comfy.Canvas.FitView');"
-        "return [app.canvas.ds.scale, !!app.canvas.low_quality];"
+        "const c = window.comfyAPI.app.app.canvas; c.draw(true, true); return [c.ds.scale, !!c.low_quality];"
     )
     print(f"{name}: Fit View zoom {fit[0]:.2f}, text drawn: {not fit[1]}")
 
