@@ -191,6 +191,9 @@ def _server_client(tmp_path_factory, host):
         cpu=True,
         log_path=log,
         extra_custom_nodes=[PROBE],
+        # Every graph executes every node, whatever ran before it in the session: a test sees its
+        # own graph's results (node texts, forward counts), never a cached node's.
+        extra_args=["--cache-none"],
     )
     began = time.monotonic()
     server.start(timeout=300)

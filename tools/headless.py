@@ -4,7 +4,8 @@ a ComfyUI start-up would. For node-level work (tests calling nodes, the benchmar
 
 Whole graphs do not run here: ComfyUI's executor is an internal that changes between releases
 (v0.33 needs cache arguments v0.8 never had). `Host.run` hands the prompt to a ComfyUI server
-(tools/comfy_server.py) attached with `use_server`.
+(tools/comfy_server.py): one attached with `use_server`, else the checkout's own server, started at
+the first run with the model folders added so far.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ class Host:
         api_nodes: bool = False,
     ):
         self.path = Path(comfyui_path).resolve()
+        self.cpu = cpu
+        self.model_folders: dict[str, list[str]] = {}  # added with add_model_folder; a server gets them too
         if str(self.path) not in sys.path:
             sys.path.insert(0, str(self.path))
         import comfy.options  # noqa: F401  (args parsing stays off: the host must not read our argv)
@@ -124,6 +127,7 @@ class Host:
 
     def add_model_folder(self, kind: str, path: str | os.PathLike):
         self.folder_paths.add_model_folder_path(kind, str(path), is_default=True)
+        self.model_folders.setdefault(kind, []).append(str(path))
 
     def node_class(self, class_type: str):
         return self.nodes.NODE_CLASS_MAPPINGS[class_type]
@@ -142,12 +146,26 @@ class Host:
         the first run, so a server is started only when a graph runs)."""
         self._connect = connect
 
+    def _own_server(self):
+        """With no server attached: this checkout's server, started once, with the model folders and
+        output directory of this host (stopped at exit)."""
+        from .comfy_server import ComfyServer
+
+        if getattr(self, "_server", None) is None or not self._server.alive():
+            self._server = ComfyServer(
+                self.path,
+                model_folders=self.model_folders,
+                output_dir=self.folder_paths.get_output_directory(),
+                cpu=self.cpu,
+            ).start()
+            self._client = self._server.client()
+        return self._client
+
     def run(self, prompt: dict, on_event=None, timeout: float | None = None) -> RunResult:
-        """Run an API-format prompt on the attached server; raise WorkflowError naming the failing node."""
+        """Run an API-format prompt on the attached server (by default this checkout's own, started
+        at the first run); raise WorkflowError naming the failing node."""
         if self._connect is None:
-            raise RuntimeError(
-                "Host.run needs a ComfyUI server: host.use_server(lambda: ComfyServer(...).start().client())"
-            )
+            self.use_server(self._own_server)
         client = self._connect()
         self.server.events = []
         self.server.on_event = on_event
