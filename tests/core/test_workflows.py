@@ -3,11 +3,14 @@ ComfyUI editor does. No ComfyUI needed: conversion runs on tables of node defini
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
 import pytest
+import workflow_layout as layout
 
+from zimage_nodes.core.variants import TURBO
 from zimage_nodes.tools import workflow_convert as wc
 
 PACK_DIR = Path(__file__).resolve().parents[2]
@@ -43,6 +46,9 @@ CORE_NODES = {
 FRONTEND_NODES = {"MarkdownNote", "Note", "PrimitiveNode"}
 LOADERS = {"ZINodesLoader", "CheckpointLoaderSimple"}
 MODEL_DIRECTORIES = {"diffusion_models", "text_encoders", "vae", "checkpoints"}
+# What the editor's "Missing Models" dialog can download (ComfyUI frontend 1.35 and 1.49).
+DOWNLOADABLE_SUFFIXES = (".safetensors", ".sft")
+DOWNLOAD_SOURCES = ("https://huggingface.co/", "https://civitai.com/")
 OFFICIAL_URLS = {
     "z_image_turbo_bf16.safetensors": "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/diffusion_models/z_image_turbo_bf16.safetensors",
     "qwen_3_4b.safetensors": "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/text_encoders/qwen_3_4b.safetensors",
@@ -174,8 +180,24 @@ def test_loaders_say_where_their_models_come_from(workflow):
             assert model["url"] == OFFICIAL_URLS[model["name"]], model
             # The editor offers only the models its widgets actually name.
             assert model["name"] in node["widgets_values"], model
+            # The editor's download list takes single files only: any other entry (a repository
+            # folder) shows a red error in a "Missing Models" dialog even when the folder is there.
+            assert model["name"].endswith(DOWNLOADABLE_SUFFIXES), model
+            assert model["url"].startswith(DOWNLOAD_SOURCES), model
         if node["type"] == "ZINodesLoader":
-            assert {m["directory"] for m in models} == {"diffusion_models", "text_encoders", "vae"}
+            files = [v for v in node["widgets_values"][:3] if not v.endswith("/")]
+            assert sorted(m["name"] for m in models) == sorted(files)
+
+
+def test_model_folders_are_linked_from_the_note(workflow):
+    # A folder (diffusers repository) cannot be offered for download: the note links it instead.
+    note = "\n".join(
+        str(v) for n in workflow["nodes"] if n["type"] in ("MarkdownNote", "Note") for v in n["widgets_values"]
+    )
+    for node in by_type(workflow, "ZINodesLoader"):
+        folder = node["widgets_values"][0]
+        if folder.endswith("/"):
+            assert OFFICIAL_URLS[folder] in note and f"`diffusion_models/{folder}`" in note
 
 
 def test_each_graph_has_a_note_naming_its_models(workflow):
@@ -280,6 +302,85 @@ def test_sd_negative_prompt_with_cfg_guider():
     assert 6.0 <= guider["widgets_values"][0] <= 8.0
     assert by_type(wf, "EmptyLatentImage")[0]["widgets_values"] == [512, 512, 1]
     assert source_of(wf, guider, "model") == (ckpt, 0)
+
+
+# -- what a person sees in the editor -------------------------------------------------------------
+
+# The editor as ComfyUI's frontend (1.35.9 and 1.49.6) lays it out in a 1440x900 window: the canvas
+# fills the window; the icon sidebar covers its left 60 px, the tab bar and the floating workflow
+# and Run toolbars its top 95 px (measured in Chromium, tests/browser).
+WINDOW = (1440, 900)
+FREE_AREA = (70, 100, WINDOW[0], WINDOW[1])
+# Below 8 px on screen the editor stops drawing text (LiteGraph's low-quality mode, the
+# frontend's default "minimum font size for LOD"); node titles are 14 px: scale 0.57 and up draws.
+READABLE_SCALE = 0.6
+
+
+def notes_of(wf):
+    return [n for n in wf["nodes"] if n["type"] in ("MarkdownNote", "Note")]
+
+
+def note_text(wf):
+    return "\n".join(str(v) for n in notes_of(wf) for v in n["widgets_values"])
+
+
+def on_screen(node, ds):
+    x0, y0, x1, y1 = layout.node_box(node)
+    return layout.to_screen((x0, y0), ds) + layout.to_screen((x1, y1), ds)
+
+
+def test_saved_view_shows_the_note_and_the_loaders_readably(workflow):
+    ds = workflow["extra"]["ds"]
+    assert ds["scale"] >= READABLE_SCALE, "at this zoom the editor draws no text"
+    left, top, right, bottom = FREE_AREA
+    for node in notes_of(workflow) + [n for n in workflow["nodes"] if n["type"] in LOADERS]:
+        x0, y0, x1, y1 = on_screen(node, ds)
+        assert left <= x0 and top <= y0 and x1 <= right and y1 <= bottom, (node["type"], (x0, y0, x1, y1))
+
+
+def test_nodes_and_group_titles_do_not_overlap(workflow):
+    assert layout.overlapping_nodes(workflow["nodes"]) == []
+    assert layout.group_title_clashes(workflow["nodes"], workflow["groups"]) == []
+
+
+def test_paths_named_in_notes_exist():
+    for path in WORKFLOWS:
+        for named in re.findall(r"`(?:python )?((?:tools|example_workflows)/[\w./-]+)", note_text(load(path.name))):
+            assert (PACK_DIR / named.split()[0]).exists(), (path.name, named)
+
+
+def model_evaluations(wf):
+    """Model forwards per image of each branch of base_vs_turbo, read from the graph itself."""
+    (sampler,) = by_type(wf, "ZINodesTurboSampler")
+    steps_in = next(i for i in sampler["inputs"] if i["name"] == "steps")
+    if steps_in["link"] is not None:
+        origin, slot = source_of(wf, sampler, "steps")
+        assert origin["type"] == "ZINodesLoader" and slot == 3 and origin["widgets_values"][3] == "turbo"
+        turbo_steps = TURBO.steps  # the loader's recommended steps for the variant it is set to
+    else:
+        turbo_steps = sampler["widgets_values"][2]
+    (guider,) = by_type(wf, "ZINodesCFGGuider")
+    cfg, _, truncation = guider["widgets_values"]
+    assert truncation == 1.0  # every step guided; with truncation some late steps would cost one
+    (scheduler,) = by_type(wf, "ZINodesScheduler")
+    base_steps = scheduler["widgets_values"][0]
+    per_step = 2 if cfg != 1.0 else 1  # positive and negative, both evaluated whenever cfg != 1
+    return turbo_steps, base_steps, per_step
+
+
+def test_base_vs_turbo_note_counts_the_model_evaluations_of_the_graph():
+    wf = load("z_image_base_vs_turbo.json")
+    turbo_steps, base_steps, per_step = model_evaluations(wf)
+    text = note_text(wf)
+    stated = re.search(r"(\d+) x (\d+) = (\d+) per image, (\d+(?:\.\d+)?)x Turbo's (\d+)", text)
+    assert stated, "the note states the Base/Turbo evaluation count"
+    steps, per, total, ratio, turbo = (float(g) for g in stated.groups())
+    assert (steps, per, total, turbo) == (base_steps, per_step, base_steps * per_step, turbo_steps)
+    assert ratio == base_steps * per_step / turbo_steps == 7
+    assert f"**Turbo** (top): {turbo_steps} steps" in text and f"**Base** (bottom): {base_steps} steps" in text
+    titles = {g["title"] for g in wf["groups"]}
+    assert any(t.startswith(f"Z-Image-Turbo: {turbo_steps} steps, cfg 1") for t in titles), titles
+    assert any(t.startswith(f"Z-Image base: {base_steps} steps") for t in titles), titles
 
 
 # -- conversion, on a table of definitions ---------------------------------------------------------

@@ -1,0 +1,89 @@
+"""Writes the template thumbnails (example_workflows/NAME.jpg): a screenshot of each example graph
+as the real ComfyUI editor draws it, fitted into a square, without the editor's panels. ComfyUI's
+template browser shows NAME.jpg beside NAME.json as the workflow's card image.
+
+    COMFYUI_PATH=/path/to/ComfyUI python tests/browser/make_thumbnails.py
+
+Needs what the browser tests need (tools/browser_deps.sh). Re-run it after changing a layout.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import sys
+import tempfile
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parents[1]
+PACK_DIR = TESTS.parent
+SIDE = 1000  # px of canvas captured
+OUTPUT_SCALE = 0.6  # the card shows ~300 px; 600 px stays sharp on dense screens
+LEFT, TOP, BOTTOM = 60, 95, 60  # the editor's sidebar, top bars and bottom-right controls
+
+
+def _load(name: str, path: Path, package_dir: Path | None = None):
+    spec = importlib.util.spec_from_file_location(
+        name, path, submodule_search_locations=[str(package_dir)] if package_dir else None
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+FIT = """
+const app = window.comfyAPI.app.app, ds = app.canvas.ds;
+const [left, top, side] = arguments;
+const xs = [], ys = [];
+for (const n of app.graph._nodes) { xs.push(n.pos[0], n.pos[0] + n.size[0]); ys.push(n.pos[1] - 54, n.pos[1] + n.size[1]); }
+for (const g of app.graph._groups ?? app.graph.groups ?? []) { const b = g._bounding ?? g.bounding; xs.push(b[0], b[0] + b[2]); ys.push(b[1], b[1] + b[3]); }
+const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
+const scale = 0.94 * Math.min(side / (x1 - x0), side / (y1 - y0));
+ds.scale = scale;
+ds.offset[0] = (left + (side - (x1 - x0) * scale) / 2) / scale - x0;
+ds.offset[1] = (top + (side - (y1 - y0) * scale) / 2) / scale - y0;
+app.canvas.show_info = false;
+app.canvas.setDirty(true, true);
+return scale;
+"""
+
+
+def main() -> int:
+    sys.path.insert(0, str(TESTS))
+    _load("zimage_nodes", PACK_DIR / "__init__.py", PACK_DIR)
+    editor = _load("zinodes_browser_editor", Path(__file__).with_name("test_editor.py"))
+    editor.VIEWPORT = (LEFT + SIDE, TOP + SIDE + BOTTOM)
+    tmp = Path(tempfile.mkdtemp(prefix="zinodes_thumbnails_"))
+    server = editor.start_server(editor.write_models(tmp / "models"), tmp / "output")
+    # The picture is of the graph: no minimap, no source badge (it names the folder the pack was
+    # cloned into), and text drawn at any zoom so a large graph shows its labels too.
+    editor.post_setting(server, "Comfy.Minimap.Visible", False)
+    editor.post_setting(server, "Comfy.NodeBadge.NodeSourceBadgeMode", "None")
+    editor.post_setting(server, "LiteGraph.Canvas.MinFontSizeForLOD", 0)
+    driver = editor.start_browser(server.url, tmp / "profile")
+    try:
+        for name in editor.WORKFLOWS:
+            editor.open_workflow(driver, server, name)
+            editor.close_dialogs(driver)
+            scale = driver.execute_script(FIT, LEFT, TOP, SIDE)
+            driver.execute_script("return new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+            shot = driver.execute_cdp_cmd(
+                "Page.captureScreenshot",
+                {
+                    "format": "jpeg",
+                    "quality": 85,
+                    "clip": {"x": LEFT, "y": TOP, "width": SIDE, "height": SIDE, "scale": OUTPUT_SCALE},
+                },
+            )
+            out = PACK_DIR / "example_workflows" / f"{name}.jpg"
+            out.write_bytes(base64.b64decode(shot["data"]))
+            print(f"{out.name}: graph at zoom {scale:.2f}")
+    finally:
+        driver.quit()
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
