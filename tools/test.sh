@@ -13,7 +13,8 @@
 # torch build comes from the host itself: a host whose comfy/sd.py imports torchaudio at import
 # time gets torch 2.11.0 + torchaudio 2.11.0 + torchvision 0.26.0 (the newest torchaudio on the
 # registry), others torch 2.14.1 + torchvision 0.29.1; no host: torch 2.13.0. Then the host's
-# requirements.txt without its torch lines, and the pack's `test` extra.
+# requirements.txt without its torch lines, the browser tests' deps (tools/browser_deps.sh), and
+# the pack's `test` extra.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -121,6 +122,8 @@ prepare_env() {  # host-or-empty venv-path
     fi
     grep -v -E '^\s*(torch|torchvision|torchaudio)\s*([<>=!~;#].*)?$' "$comfy/requirements.txt" > "$scratch/comfyui-requirements.txt"
     "${pip[@]}" -r "$scratch/comfyui-requirements.txt" requests || return 1
+    # The browser tests are host tests too: Chromium and chromedriver from the system, selenium.
+    bash "$root/tools/browser_deps.sh" "$venv/bin/python" || return 1
   else
     "$venv/bin/python" -c "import torch" 2>/dev/null || "${pip[@]}" torch==2.13.0 || return 1
   fi
