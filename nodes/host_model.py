@@ -145,3 +145,9 @@ def tag_variant(model, variant_name: str, reason: str):
 def variant_of(model) -> dict | None:
     """The variant the Z-Image loader tagged this model with, if it came from our loader."""
     return getattr(model, "model_options", {}).get(VARIANT_KEY)
+
+
+def is_zimage(model) -> bool:
+    """Whether a MODEL is ComfyUI's Z-Image (its model config), however it was loaded."""
+    config = getattr(getattr(model, "model", None), "model_config", None)
+    return isinstance(config, comfy.supported_models.ZImage)

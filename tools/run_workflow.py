@@ -107,10 +107,10 @@ sys.path.insert(0, sys.argv[1])
 import comfy.options  # noqa: F401  (keeps ComfyUI from parsing our argv)
 from comfy.cli_args import args
 args.cpu = True  # the files are built on the CPU, whatever the machine has
-spec = importlib.util.spec_from_file_location("zinodes_demo_weights", sys.argv[2])
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-module.write_demo_models(sys.argv[3])
+spec = importlib.util.spec_from_file_location("zinodes_pack_loader", sys.argv[2])
+pack_loader = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(pack_loader)
+pack_loader.load_tool("demo_weights").write_demo_models(sys.argv[3])
 """
 
 
@@ -122,7 +122,7 @@ def start_demo_weights(comfyui: Path, root: Path, python: str = sys.executable) 
     for kind in DEMO_KINDS:
         (root / kind).mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
-        [python, "-c", _DEMO_SCRIPT, str(comfyui), str(PACK_DIR / "tools" / "demo_weights.py"), str(root)],
+        [python, "-c", _DEMO_SCRIPT, str(comfyui), str(PACK_DIR / "tools" / "pack_loader.py"), str(root)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -17,18 +17,6 @@ TURBO_SIGMAS = [1.0, 0.9545, 0.9, 0.8333, 0.75, 0.6429, 0.5, 0.3]  # 8 steps, sh
 # Tiny models
 
 
-def _randomise(module, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-            # q/k RMSNorm gains near 1: otherwise attention is nearly uniform and positions, masks
-            # and the negative caption would barely change anything.
-            if name.endswith(("q_norm.weight", "k_norm.weight")):
-                p.add_(1.0)
-    return module.eval()
-
-
 def _patcher(seed=0, **size):
     import comfy.model_management as mm
     import comfy.model_patcher
@@ -36,11 +24,13 @@ def _patcher(seed=0, **size):
 
     from zimage_nodes.tools import demo_weights
 
-    cfg = demo_weights.zimage_unet_config(**{**demo_weights.DIT, **size})
+    cfg = demo_weights.unet_config(**{**demo_weights.TINY, **size})
     model_config = comfy.supported_models.ZImage(cfg)
     model_config.set_inference_dtype(torch.float32, None)
     model = model_config.get_model({})
-    _randomise(model.diffusion_model, seed)
+    # Norm gains near 1 (fill_random): otherwise attention is nearly uniform and positions, masks
+    # and the negative caption would barely change anything.
+    demo_weights.fill_random(model.diffusion_model, seed).eval()
     device = mm.get_torch_device()
     return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
 
@@ -397,7 +387,7 @@ def test_clear_errors(host, zmodel, captions):
 
     _, neg = captions
     # Lumina 2: the same NextDiT class and model_base, but not Z-Image (no pad tokens, other modulation).
-    cfg = dict(demo_weights.zimage_unet_config(**demo_weights.DIT), z_image_modulation=False)
+    cfg = dict(demo_weights.unet_config(**demo_weights.TINY), z_image_modulation=False)
     cfg.pop("pad_tokens_multiple")
     lumina = comfy.supported_models.Lumina2(cfg)
     lumina.set_inference_dtype(torch.float32, None)
