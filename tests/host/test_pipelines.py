@@ -242,7 +242,9 @@ def queues_idle(servers):
 
 def test_an_item_past_its_timeout_fails_and_is_taken_back(servers, tmp_path):
     out = tmp_path / "out"
-    slow = ["Z-Image Turbo Sampler.steps=100", "EmptySD3LatentImage.width=128", "EmptySD3LatentImage.height=128"]
+    # Far past 3 s on any machine: 100 steps over 4096 image tokens (at 128x128 an idle machine
+    # finished inside the timeout).
+    slow = ["Z-Image Turbo Sampler.steps=100", "EmptySD3LatentImage.width=1024", "EmptySD3LatentImage.height=1024"]
     proc = run_cli(
         str(TURBO), "--demo-weights", "--output", str(out), "--server", servers[0].url, "--timeout", "3",
         *set_args(slow),
