@@ -60,7 +60,10 @@ def test_a_graph_runs_with_progress_events_and_its_image_comes_back(comfy_server
     events = []
     entry = comfy_client.run(turbo_graph(names, steps=3), on_event=lambda kind, data: events.append((kind, data)))
     steps = [d for k, d in events if k == "progress" and str(d.get("node")) == "4"]
-    assert [d["value"] for d in steps] == [1, 2, 3] and steps[-1]["max"] == 3
+    # Every step on v0.8.0; newer hosts throttle to 10 updates a second but always send the first
+    # and the final one (comfy.utils.ProgressBar).
+    values = [d["value"] for d in steps]
+    assert values[0] == 1 and values[-1] == 3 and values == sorted(set(values)) and steps[-1]["max"] == 3
     assert any(k == "executing" and d.get("node") == "4" for k, d in events)
     (image,) = comfy_client.images(entry)
     assert image["node_id"] == "6" and image["type"] == "output"
