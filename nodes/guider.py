@@ -20,7 +20,8 @@ log = logging.getLogger("zimage_nodes")
 NODE_NAME = "Z-Image CFG Guider"
 TURBO_WARNING = (
     "this model is Z-Image-Turbo, which is CFG-distilled: negative prompts have no effect on it at its "
-    "intended cfg 1, and cfg > 1 degrades its images. Use the Z-Image Turbo Sampler, or the base model here."
+    "intended cfg 1, and cfg > 1 degrades its images. Use the Z-Image Turbo Sampler (with the Z-Image NAG "
+    "node for a negative that acts), or the base model here."
 )
 
 

@@ -180,7 +180,7 @@ class ZImageLoader(io.ComfyNode):
         negative = (
             "negative prompts work through CFG"
             if chosen.negative_has_effect
-            else "negative prompts have no effect (CFG-distilled, runs at cfg 1)"
+            else "negative prompts have no effect through CFG (CFG-distilled, runs at cfg 1): the Z-Image NAG node makes one act"
         )
         summary = (
             f"{chosen.display_name}: {detection.reason}. Steps {chosen.steps}, cfg {chosen.cfg:g}, "

@@ -29,7 +29,8 @@ NODE_NAME = "Z-Image Turbo Sampler"
 
 NEGATIVE_IGNORED = (
     "negative conditioning ignored: Z-Image-Turbo is CFG-distilled and runs at cfg 1, where the negative "
-    "prompt is never evaluated. Use the Z-Image base model with the Z-Image CFG Guider if you need it."
+    "prompt is never evaluated. For a negative that acts at cfg 1, wire it into the Z-Image NAG node and "
+    "that node's MODEL into this sampler; or use the Z-Image base model with the Z-Image CFG Guider."
 )
 
 
