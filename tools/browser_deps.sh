@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the browser tests (tests/browser) need: Chromium and its driver from the system's
+# Installs what the browser tests (tests/host/test_browser_editor.py) need: Chromium and its driver from the system's
 # packages (Debian/Ubuntu: chromium, chromium-driver), and the selenium package into the given
 # Python environment. Selenium drives the system's chromedriver; no browser is downloaded.
 # Usage: bash tools/browser_deps.sh [PYTHON]   (default: python3)

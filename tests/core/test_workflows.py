@@ -308,7 +308,7 @@ def test_sd_negative_prompt_with_cfg_guider():
 
 # The editor as ComfyUI's frontend (1.35.9 and 1.49.6) lays it out in a 1440x900 window: the canvas
 # fills the window; the icon sidebar covers its left 60 px, the tab bar and the floating workflow
-# and Run toolbars its top 95 px (measured in Chromium, tests/browser).
+# and Run toolbars its top 95 px (measured in Chromium, tests/host/test_browser_editor.py).
 WINDOW = (1440, 900)
 FREE_AREA = (70, 100, WINDOW[0], WINDOW[1])
 # Below 8 px on screen the editor stops drawing text (LiteGraph's low-quality mode, the

@@ -2,7 +2,7 @@
 as the real ComfyUI editor draws it, fitted into a square, without the editor's panels. ComfyUI's
 template browser shows NAME.jpg beside NAME.json as the workflow's card image.
 
-    COMFYUI_PATH=/path/to/ComfyUI python tests/browser/make_thumbnails.py
+    COMFYUI_PATH=/path/to/ComfyUI python tools/make_thumbnails.py
 
 Needs what the browser tests need (tools/browser_deps.sh). Re-run it after changing a layout.
 """
@@ -15,8 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parents[1]
-PACK_DIR = TESTS.parent
+PACK_DIR = Path(__file__).resolve().parents[1]
+TESTS = PACK_DIR / "tests"
 SIDE = 1000  # px of canvas captured
 OUTPUT_SCALE = 0.6  # the card shows ~300 px; 600 px stays sharp on dense screens
 LEFT, TOP, BOTTOM = 60, 95, 60  # the editor's sidebar, top bars and bottom-right controls
@@ -52,7 +52,7 @@ return scale;
 def main() -> int:
     sys.path.insert(0, str(TESTS))
     _load("zimage_nodes", PACK_DIR / "__init__.py", PACK_DIR)
-    editor = _load("zinodes_browser_editor", Path(__file__).with_name("test_editor.py"))
+    editor = _load("zinodes_browser_editor", TESTS / "host" / "test_browser_editor.py")
     editor.VIEWPORT = (LEFT + SIDE, TOP + SIDE + BOTTOM)
     tmp = Path(tempfile.mkdtemp(prefix="zinodes_thumbnails_"))
     server = editor.start_server(editor.write_models(tmp / "models"), tmp / "output")

@@ -54,7 +54,7 @@ def _missing() -> str | None:
 
 
 if _missing():
-    print(f"\n[tests/browser] skipped: {_missing()}", file=sys.stderr)
+    print(f"\n[browser tests] skipped: {_missing()}", file=sys.stderr)
     pytest.skip(_missing(), allow_module_level=True)
 
 
