@@ -205,21 +205,7 @@ def run(host, size: dict, side: int, rounds: int, device_kind: str) -> dict:
         return fn
 
     def cfg():
-        m = bs.call_node(host, "ModelSamplingAuraFlow", model=model, shift=SHIFT)[0]
-        out["cfg"] = bs.call_node(
-            host,
-            "KSampler",
-            model=m,
-            seed=SEED,
-            steps=STEPS,
-            cfg=CFG,
-            sampler_name="euler",
-            scheduler="simple",
-            positive=pos,
-            negative=neg,
-            latent_image=latent,
-            denoise=1.0,
-        )[0]["samples"]
+        out["cfg"] = bs.native_ksampler(host, model, pos, neg, latent, STEPS, CFG, SEED, SHIFT)["samples"]
 
     fns = {"plain": turbo("plain"), "nag": turbo("nag"), "nag_def": turbo("nag_def"), "cfg": cfg}
     counts, peaks = {}, {}
