@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from demo_prompts import turbo_prompt
 
 from zimage_nodes.tools import comfy_server as cs
 
@@ -21,44 +22,12 @@ pytestmark = pytest.mark.host
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def turbo_graph(names, steps=2):
-    return {
-        "1": {
-            "class_type": "ZINodesLoader",
-            "inputs": {
-                "diffusion_model": names["turbo"],
-                "text_encoder": names["text_encoder"],
-                "vae": names["vae"],
-                "variant": "auto",
-                "weight_dtype": "default",
-            },
-        },
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a lighthouse", "clip": ["1", 1]}},
-        "3": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "4": {
-            "class_type": "ZINodesTurboSampler",
-            "inputs": {
-                "model": ["1", 0],
-                "positive": ["2", 0],
-                "latent_image": ["3", 0],
-                "seed": 1,
-                "steps": steps,
-                "sampler_name": "euler",
-                "shift": 3.0,
-                "denoise": 1.0,
-            },
-        },
-        "5": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["1", 2]}},
-        "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "server_test"}},
-    }
-
-
 def test_a_graph_runs_with_progress_events_and_its_image_comes_back(comfy_server, comfy_client, demo_models):
     _, names = demo_models
     assert comfy_server.url.startswith("http://127.0.0.1:")
     assert names["turbo"] in comfy_client.models("diffusion_models")
     events = []
-    entry = comfy_client.run(turbo_graph(names, steps=3), on_event=lambda kind, data: events.append((kind, data)))
+    entry = comfy_client.run(turbo_prompt(names, steps=3), on_event=lambda kind, data: events.append((kind, data)))
     steps = [d for k, d in events if k == "progress" and str(d.get("node")) == "4"]
     # Every step on v0.8.0; newer hosts throttle to 10 updates a second but always send the first
     # and the final one (comfy.utils.ProgressBar).
