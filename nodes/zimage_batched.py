@@ -127,6 +127,17 @@ def _key_padding_mask(valid_lens: list[int], total: int, dtype, device):
     return mask[:, None, None, :]
 
 
+def caption_tokens(c: torch.Tensor, device, dtype) -> torch.Tensor:
+    """One caption's features as [L, D] on `device` in `dtype` (given as [L, D] or [1, L, D])."""
+    if c.ndim == 3:
+        if c.shape[0] != 1:
+            raise ValueError(f"each context must hold one caption, got shape {tuple(c.shape)}")
+        c = c[0]
+    if c.ndim != 2:
+        raise ValueError(f"context must be [L, D] or [1, L, D], got shape {tuple(c.shape)}")
+    return c.to(device=device, dtype=dtype)
+
+
 def batched_forward(
     diffusion_model,
     x: torch.Tensor,
@@ -164,15 +175,7 @@ def batched_forward(
     if timesteps.numel() != B:
         raise ValueError(f"{timesteps.numel()} timesteps for a batch of {B}")
 
-    caps = []
-    for c in contexts:
-        if c.ndim == 3:
-            if c.shape[0] != 1:
-                raise ValueError(f"each context must hold one caption, got shape {tuple(c.shape)}")
-            c = c[0]
-        if c.ndim != 2:
-            raise ValueError(f"context must be [L, D] or [1, L, D], got shape {tuple(c.shape)}")
-        caps.append(c.to(device=x.device, dtype=x.dtype))
+    caps = [caption_tokens(c, x.device, x.dtype) for c in contexts]
 
     pH = pW = dm.patch_size
     x = comfy.ldm.common_dit.pad_to_patch_size(x, (pH, pW))

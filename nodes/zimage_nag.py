@@ -49,16 +49,6 @@ def can_nag(diffusion_model, transformer_options: dict | None = None) -> tuple[b
     return zimage_batched.can_batch(diffusion_model, transformer_options or {})
 
 
-def _caption(c, device, dtype):
-    if c.ndim == 3:
-        if c.shape[0] != 1:
-            raise ValueError(f"each context must hold one caption, got shape {tuple(c.shape)}")
-        c = c[0]
-    if c.ndim != 2:
-        raise ValueError(f"context must be [L, D] or [1, L, D], got shape {tuple(c.shape)}")
-    return c.to(device=device, dtype=dtype)
-
-
 def _gather_tokens(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """t [B, H, S, d] gathered along S with idx [B, L] -> [B, H, L, d]."""
     B, H, _, d = t.shape
@@ -190,7 +180,7 @@ def nag_forward(
         raise ValueError(f"{timesteps.numel()} timesteps for a batch of {B}")
 
     device = x.device
-    caps = [_caption(c, device, x.dtype) for c in list(pos_contexts) + list(neg_contexts)]
+    caps = [zimage_batched.caption_tokens(c, device, x.dtype) for c in list(pos_contexts) + list(neg_contexts)]
     cap_lens = [c.shape[0] for c in caps]
     pH = pW = dm.patch_size
     multiple = dm.pad_tokens_multiple
