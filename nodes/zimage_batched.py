@@ -118,7 +118,7 @@ def can_batch(
     return True, ""
 
 
-def _key_padding_mask(valid_lens: list[int], total: int, dtype, device):
+def key_padding_mask(valid_lens: list[int], total: int, dtype, device):
     """Additive [B, 1, 1, total] mask: 0 for keys < valid_len, a large negative value after."""
     lens = torch.tensor(valid_lens, device=device)
     keep = torch.arange(total, device=device)[None, :] < lens[:, None]
@@ -169,11 +169,7 @@ def batched_forward(
         raise ValueError(f"{len(contexts)} contexts for a batch of {B}")
     if attention_masks is not None and len(attention_masks) != B:
         raise ValueError(f"{len(attention_masks)} attention masks for a batch of {B}")
-    timesteps = torch.as_tensor(timesteps, device=x.device).reshape(-1)
-    if timesteps.numel() == 1 and B > 1:
-        timesteps = timesteps.expand(B)
-    if timesteps.numel() != B:
-        raise ValueError(f"{timesteps.numel()} timesteps for a batch of {B}")
+    timesteps = batch_timesteps(timesteps, B, x.device)
 
     caps = [caption_tokens(c, x.device, x.dtype) for c in contexts]
 
@@ -206,7 +202,7 @@ def batched_forward(
     freqs = torch.cat((cap_freqs, img_freqs), dim=1)
 
     # Context refiner on the batch of captions, batch padding masked.
-    cap_mask = None if same_caps else _key_padding_mask(cap_pad_lens, Lc, cap.dtype, device)
+    cap_mask = None if same_caps else key_padding_mask(cap_pad_lens, Lc, cap.dtype, device)
     for layer in dm.context_refiner:
         cap = layer(cap, cap_mask, cap_freqs, transformer_options=transformer_options)
 
@@ -227,7 +223,7 @@ def batched_forward(
         rows = torch.arange(B, device=device)[:, None]
         joint = torch.cat((cap, img), dim=1)[rows, order]
         joint_freqs = freqs[rows, order]
-        joint_mask = _key_padding_mask([Lp + Ni for Lp in cap_pad_lens], Lc + Ni, joint.dtype, device)
+        joint_mask = key_padding_mask([Lp + Ni for Lp in cap_pad_lens], Lc + Ni, joint.dtype, device)
     joint_freqs = joint_freqs.to(joint.device)
 
     transformer_options["total_blocks"] = len(dm.layers)
@@ -236,13 +232,7 @@ def batched_forward(
         transformer_options["block_index"] = i
         joint = layer(joint, joint_mask, joint_freqs, adaln_input, transformer_options=transformer_options)
 
-    # The final layer is per token: apply it to the real image tokens only.
-    sel = torch.tensor(cap_pad_lens, device=device)[:, None] + torch.arange(n_img, device=device)[None, :]
-    img_out = joint[torch.arange(B, device=device)[:, None], sel]  # [B, n_img, D]
-    img_out = dm.final_layer(img_out, adaln_input)  # [B, n_img, pH*pW*C_out]
-    C_out = dm.out_channels
-    out = img_out.view(B, H_tokens, W_tokens, pH, pW, C_out).permute(0, 5, 1, 3, 2, 4).reshape(B, C_out, H, W)
-    return -out[:, :, :h, :w]
+    return image_output(dm, joint, cap_pad_lens, n_img, adaln_input, (H, W), (h, w))
 
 
 def _pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
@@ -263,43 +253,87 @@ def _host_embed(dm, x1, cap, transformer_options):
 def _v08_embed(dm, x, caps, transformer_options):
     """ComfyUI v0.8.0 has no reusable embedding step (patchify_and_embed also runs the refiners on
     one shared caption length): this mirrors its embedding part, per sample."""
-    B, C, H, W = x.shape
-    pH = pW = dm.patch_size
-    multiple = dm.pad_tokens_multiple
     device = x.device
-    cap_lens = [c.shape[0] for c in caps]
-    # One embedder pass over all captions' tokens (the embedder is per token).
-    cap_emb = dm.cap_embedder(torch.cat(caps, dim=0)[None])[0]  # [sum L, D]
-    cap_pad = dm.cap_pad_token.to(device=cap_emb.device, dtype=cap_emb.dtype, copy=True)  # [1, D]
-    img = dm.x_embedder(x.view(B, C, H // pH, pH, W // pW, pW).permute(0, 2, 4, 3, 5, 1).flatten(3).flatten(1, 2))
-    n_img = img.shape[1]
-    img_pad_extra = (-n_img) % multiple
-    if img_pad_extra:
-        x_pad = dm.x_pad_token.to(device=img.device, dtype=img.dtype, copy=True)
-        img = torch.cat((img, x_pad.unsqueeze(0).repeat(B, img_pad_extra, 1)), dim=1)
-
-    rope_options = transformer_options.get("rope_options", None) or {}
-    h_scale = rope_options.get("scale_y", 1.0)
-    w_scale = rope_options.get("scale_x", 1.0)
-    h_start = rope_options.get("shift_y", 0.0)
-    w_start = rope_options.get("shift_x", 0.0)
-    H_tokens, W_tokens = H // pH, W // pW
-    grid_h = (torch.arange(H_tokens, dtype=torch.float32, device=device) * h_scale + h_start).view(-1, 1)
-    grid_w = (torch.arange(W_tokens, dtype=torch.float32, device=device) * w_scale + w_start).view(1, -1)
-
+    img, n_img = embed_image(dm, x)
+    grid_y, grid_x = image_positions(dm, x, transformer_options)
     out = []
-    start = 0
-    for i, L in enumerate(cap_lens):
-        Lp = L + (-L) % multiple
-        cap = torch.cat((cap_emb[start : start + L], cap_pad.repeat(Lp - L, 1)))
-        start += L
+    for i, cap in enumerate(embed_captions(dm, caps)):
+        Lp = cap.shape[0]
         # Caption tokens at first-axis positions 1..Lp, image tokens at Lp + 1 (pad tokens: 0).
         cap_ids = torch.zeros((Lp, 3), dtype=torch.float32, device=device)
         cap_ids[:, 0] = torch.arange(Lp, dtype=torch.float32, device=device) + 1.0
         img_ids = torch.zeros((img.shape[1], 3), dtype=torch.float32, device=device)
         img_ids[:n_img, 0] = Lp + 1
-        img_ids[:n_img, 1] = grid_h.repeat(1, W_tokens).flatten()
-        img_ids[:n_img, 2] = grid_w.repeat(H_tokens, 1).flatten()
+        img_ids[:n_img, 1] = grid_y
+        img_ids[:n_img, 2] = grid_x
         freqs = dm.rope_embedder(torch.cat((cap_ids, img_ids))[None]).movedim(1, 2)[0]
         out.append((cap, freqs[:Lp], img[i], freqs[Lp:]))
     return out
+
+
+# The embedding and output steps of NextDiT._forward, shared by this batched forward and the NAG
+# forward (zimage_nag), which mirror the same host code.
+
+
+def batch_timesteps(timesteps, batch: int, device) -> torch.Tensor:
+    """[batch] timesteps from [batch] or one value for all."""
+    t = torch.as_tensor(timesteps, device=device).reshape(-1)
+    if t.numel() == 1 and batch > 1:
+        t = t.expand(batch)
+    if t.numel() != batch:
+        raise ValueError(f"{t.numel()} timesteps for a batch of {batch}")
+    return t
+
+
+def embed_captions(dm, caps: list) -> list:
+    """Each caption ([L_i, cap_feat_dim]) embedded and padded with cap_pad_token to its own multiple
+    of pad_tokens_multiple, as a batch-1 forward pads it: a list of [Lp_i, D]. One embedder pass
+    over all captions' tokens (the embedder is per token)."""
+    cap_emb = dm.cap_embedder(torch.cat(caps, dim=0)[None])[0]  # [sum L, D]
+    cap_pad = dm.cap_pad_token.to(device=cap_emb.device, dtype=cap_emb.dtype, copy=True)  # [1, D]
+    out, start = [], 0
+    for c in caps:
+        L = c.shape[0]
+        out.append(torch.cat((cap_emb[start : start + L], cap_pad.repeat((-L) % dm.pad_tokens_multiple, 1))))
+        start += L
+    return out
+
+
+def embed_image(dm, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Patchified, embedded image tokens [B, Ni, D], padded with x_pad_token to a multiple of
+    pad_tokens_multiple, and n_img, the number of real ones (x already padded to the patch size)."""
+    B, C, H, W = x.shape
+    pH = pW = dm.patch_size
+    img = dm.x_embedder(x.view(B, C, H // pH, pH, W // pW, pW).permute(0, 2, 4, 3, 5, 1).flatten(3).flatten(1, 2))
+    n_img = img.shape[1]
+    extra = (-n_img) % dm.pad_tokens_multiple
+    if extra:
+        x_pad = dm.x_pad_token.to(device=img.device, dtype=img.dtype, copy=True)
+        img = torch.cat((img, x_pad.unsqueeze(0).repeat(B, extra, 1)), dim=1)
+    return img, n_img
+
+
+def image_positions(dm, x: torch.Tensor, transformer_options: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Height and width rope positions of the real image tokens (row-major, [n_img] each), with
+    `transformer_options["rope_options"]` scale/shift applied as ComfyUI applies them."""
+    rope_options = transformer_options.get("rope_options", None) or {}
+    H_tokens, W_tokens = x.shape[-2] // dm.patch_size, x.shape[-1] // dm.patch_size
+    ys = torch.arange(H_tokens, dtype=torch.float32, device=x.device) * rope_options.get("scale_y", 1.0)
+    xs = torch.arange(W_tokens, dtype=torch.float32, device=x.device) * rope_options.get("scale_x", 1.0)
+    ys = (ys + rope_options.get("shift_y", 0.0)).view(-1, 1)
+    xs = (xs + rope_options.get("shift_x", 0.0)).view(1, -1)
+    return ys.repeat(1, W_tokens).flatten(), xs.repeat(H_tokens, 1).flatten()
+
+
+def image_output(dm, joint, starts: list, n_img: int, adaln_input, padded_hw, hw) -> torch.Tensor:
+    """The final layer on each sample's real image tokens (joint[i, starts[i] : starts[i] + n_img]; it
+    is per token), unpatchified to the padded size `padded_hw`, cropped to `hw` and negated, as
+    NextDiT.forward returns it: [B, C_out, h, w]."""
+    B, device = joint.shape[0], joint.device
+    pH = pW = dm.patch_size
+    (H, W), (h, w) = padded_hw, hw
+    sel = torch.tensor(starts, device=device)[:, None] + torch.arange(n_img, device=device)[None, :]
+    img_out = dm.final_layer(joint[torch.arange(B, device=device)[:, None], sel], adaln_input)
+    C_out = dm.out_channels
+    out = img_out.view(B, H // pH, W // pW, pH, pW, C_out).permute(0, 5, 1, 3, 2, 4).reshape(B, C_out, H, W)
+    return -out[:, :, :h, :w]

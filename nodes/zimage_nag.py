@@ -131,8 +131,8 @@ class _NagAttention:
             if end < self.S:
                 parts.append(out_a.new_zeros((B, self.S - end, out_a.shape[-1])))
             return torch.cat(parts, dim=1)
-        mask_a = zimage_batched._key_padding_mask([p + Ni for p in self.P], self.LA, q.dtype, q.device)
-        mask_b = zimage_batched._key_padding_mask([n + Ni for n in self.N], self.LB, q.dtype, q.device)
+        mask_a = zimage_batched.key_padding_mask([p + Ni for p in self.P], self.LA, q.dtype, q.device)
+        mask_b = zimage_batched.key_padding_mask([n + Ni for n in self.N], self.LB, q.dtype, q.device)
         qa, ka, va = (_gather_tokens(t, self.idx_a) for t in (q, k, v))
         out_a = self._attend(func, qa, ka, va, heads, mask_a, args, kwargs)
         qb, kb, vb = (_gather_tokens(t, self.idx_b) for t in (q, k, v))
@@ -173,63 +173,38 @@ def nag_forward(
     B, _, h, w = x.shape
     if len(pos_contexts) != B or len(neg_contexts) != B:
         raise ValueError(f"{len(pos_contexts)} positive / {len(neg_contexts)} negative captions for a batch of {B}")
-    timesteps = torch.as_tensor(timesteps, device=x.device).reshape(-1)
-    if timesteps.numel() == 1 and B > 1:
-        timesteps = timesteps.expand(B)
-    if timesteps.numel() != B:
-        raise ValueError(f"{timesteps.numel()} timesteps for a batch of {B}")
+    timesteps = zimage_batched.batch_timesteps(timesteps, B, x.device)
 
     device = x.device
     caps = [zimage_batched.caption_tokens(c, device, x.dtype) for c in list(pos_contexts) + list(neg_contexts)]
-    cap_lens = [c.shape[0] for c in caps]
     pH = pW = dm.patch_size
-    multiple = dm.pad_tokens_multiple
     x = comfy.ldm.common_dit.pad_to_patch_size(x, (pH, pW))
     H, W = x.shape[-2:]
 
     adaln_input = dm.t_embedder((1.0 - timesteps) * dm.time_scale, dtype=x.dtype)
 
     # All 2B captions through the embedder and the context refiner in one batch (as zimage_batched).
-    cap_emb = dm.cap_embedder(torch.cat(caps, dim=0)[None])[0]
-    D = cap_emb.shape[-1]
-    cap_pad_lens = [L + (-L) % multiple for L in cap_lens]
+    padded_caps = zimage_batched.embed_captions(dm, caps)
+    cap_pad_lens = [c.shape[0] for c in padded_caps]
     Lc = max(cap_pad_lens)
-    cap_pad = dm.cap_pad_token.to(device=cap_emb.device, dtype=cap_emb.dtype, copy=True)
-    cap = cap_emb.new_zeros((2 * B, Lc, D))
-    start = 0
-    for i, (L, Lp) in enumerate(zip(cap_lens, cap_pad_lens)):
-        cap[i, :L] = cap_emb[start : start + L]
-        cap[i, L:Lp] = cap_pad
-        start += L
+    cap = torch.stack([torch.nn.functional.pad(c, (0, 0, 0, Lc - c.shape[0])) for c in padded_caps])
+    D = cap.shape[-1]
     cap_ids = torch.zeros((2 * B, Lc, 3), dtype=torch.float32, device=device)
     cap_ids[:, :, 0] = torch.arange(Lc, dtype=torch.float32, device=device) + 1.0
     cap_freqs = dm.rope_embedder(cap_ids).movedim(1, 2).to(device)
     same_caps = all(Lp == Lc for Lp in cap_pad_lens)
-    cap_mask = None if same_caps else zimage_batched._key_padding_mask(cap_pad_lens, Lc, cap.dtype, device)
+    cap_mask = None if same_caps else zimage_batched.key_padding_mask(cap_pad_lens, Lc, cap.dtype, device)
     for layer in dm.context_refiner:
         cap = layer(cap, cap_mask, cap_freqs, transformer_options=transformer_options)
     P, N = cap_pad_lens[:B], cap_pad_lens[B:]
 
     # Image tokens, patchified and padded with x_pad_token, as a plain forward does.
-    C = x.shape[1]
-    img = dm.x_embedder(x.view(B, C, H // pH, pH, W // pW, pW).permute(0, 2, 4, 3, 5, 1).flatten(3).flatten(1, 2))
-    n_img = img.shape[1]
-    img_pad_extra = (-n_img) % multiple
-    if img_pad_extra:
-        x_pad = dm.x_pad_token.to(device=img.device, dtype=img.dtype, copy=True)
-        img = torch.cat((img, x_pad.unsqueeze(0).repeat(B, img_pad_extra, 1)), dim=1)
+    img, n_img = zimage_batched.embed_image(dm, x)
     Ni = img.shape[1]
 
-    rope_options = transformer_options.get("rope_options", None) or {}
-    h_scale, w_scale = rope_options.get("scale_y", 1.0), rope_options.get("scale_x", 1.0)
-    h_start, w_start = rope_options.get("shift_y", 0.0), rope_options.get("shift_x", 0.0)
-    H_tokens, W_tokens = H // pH, W // pW
+    grid_y, grid_x = zimage_batched.image_positions(dm, x, transformer_options)
     S = max(p + n for p, n in zip(P, N)) + Ni
     ids = torch.zeros((B, S, 3), dtype=torch.float32, device=device)
-    rows_y = (torch.arange(H_tokens, dtype=torch.float32, device=device) * h_scale + h_start).view(-1, 1)
-    rows_x = (torch.arange(W_tokens, dtype=torch.float32, device=device) * w_scale + w_start).view(1, -1)
-    grid_y = rows_y.repeat(1, W_tokens).flatten()
-    grid_x = rows_x.repeat(H_tokens, 1).flatten()
     for i in range(B):
         p, n = P[i], N[i]
         ids[i, :p, 0] = torch.arange(p, dtype=torch.float32, device=device) + 1.0
@@ -272,12 +247,7 @@ def nag_forward(
             "no longer call attention through optimized_attention_override"
         )
 
-    sel = torch.tensor(P, device=device)[:, None] + torch.arange(n_img, device=device)[None, :]
-    img_out = joint[torch.arange(B, device=device)[:, None], sel]
-    img_out = dm.final_layer(img_out, adaln_input)
-    C_out = dm.out_channels
-    out = img_out.view(B, H_tokens, W_tokens, pH, pW, C_out).permute(0, 5, 1, 3, 2, 4).reshape(B, C_out, H, W)
-    return -out[:, :, :h, :w]
+    return zimage_batched.image_output(dm, joint, P, n_img, adaln_input, (H, W), (h, w))
 
 
 def self_check(
