@@ -15,7 +15,8 @@ __all__ = ["Variant", "TURBO", "BASE", "VARIANTS", "CHOICES", "Detection", "dete
 
 @dataclass(frozen=True)
 class Variant:
-    """Sampling defaults for one Z-Image variant; ``cfg`` is ComfyUI's (diffusers guidance + 1)."""
+    """Sampling defaults for one Z-Image variant; ``cfg`` is ComfyUI's (diffusers guidance + 1).
+    ``cfg_normalization`` and ``cfg_truncation`` default to the reference pipeline's (both off)."""
 
     name: str
     display_name: str
@@ -23,35 +24,15 @@ class Variant:
     cfg: float
     shift: float
     negative_has_effect: bool
-    cfg_normalization: float
-    cfg_truncation: float
-    note: str
+    cfg_normalization: float = 0.0
+    cfg_truncation: float = 1.0
 
 
-TURBO = Variant(
-    name="turbo",
-    display_name="Z-Image-Turbo",
-    steps=8,
-    cfg=1.0,
-    shift=3.0,
-    negative_has_effect=False,
-    cfg_normalization=0.0,
-    cfg_truncation=1.0,
-    note="Distilled: 8 steps without guidance, so the negative prompt is never evaluated.",
-)
-
-BASE = Variant(
-    name="base",
-    display_name="Z-Image (base)",
-    steps=28,
-    cfg=5.0,
-    shift=6.0,
-    negative_has_effect=True,
-    cfg_normalization=0.0,
-    cfg_truncation=1.0,
-    note="Undistilled: 28-50 steps with CFG (cfg 5 = diffusers guidance 4); use a negative prompt. "
-    "ComfyUI's default shift of 3.0 is too low for it.",
-)
+# Distilled: 8 steps without guidance, so the negative prompt is never evaluated.
+TURBO = Variant("turbo", "Z-Image-Turbo", steps=8, cfg=1.0, shift=3.0, negative_has_effect=False)
+# Undistilled: 28-50 steps with CFG (cfg 5 = diffusers guidance 4), so a negative prompt acts.
+# ComfyUI's default shift of 3.0 is too low for it.
+BASE = Variant("base", "Z-Image (base)", steps=28, cfg=5.0, shift=6.0, negative_has_effect=True)
 
 VARIANTS: dict[str, Variant] = {"turbo": TURBO, "base": BASE}
 CHOICES = ("auto", "turbo", "base")

@@ -152,7 +152,7 @@ class ZImageCFGGuider(io.ComfyNode):
                 ),
                 io.Float.Input(
                     "cfg_normalization",
-                    default=0.0,
+                    default=BASE.cfg_normalization,
                     min=0.0,
                     max=10.0,
                     step=0.05,
@@ -161,7 +161,7 @@ class ZImageCFGGuider(io.ComfyNode):
                 ),
                 io.Float.Input(
                     "cfg_truncation",
-                    default=1.0,
+                    default=BASE.cfg_truncation,
                     min=0.0,
                     max=1.0,
                     step=0.01,

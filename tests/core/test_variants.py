@@ -12,7 +12,7 @@ def test_variant_defaults():
     assert (BASE.cfg_normalization, BASE.cfg_truncation) == (0.0, 1.0)
     assert cfg_to_guidance(BASE.cfg) == 4.0 and cfg_to_guidance(TURBO.cfg) == 0.0
     assert VARIANTS == {"turbo": TURBO, "base": BASE}
-    assert all(v.name == k and v.display_name and v.note for k, v in VARIANTS.items())
+    assert all(v.name == k and v.display_name for k, v in VARIANTS.items())
 
 
 def test_variant_is_frozen():
