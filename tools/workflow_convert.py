@@ -36,20 +36,7 @@ VIRTUAL_TYPES = NOTE_TYPES | {"Reroute", "PrimitiveNode"}
 
 # Input types the editor draws as widgets (ComfyWidgets in the frontend); anything else is a socket.
 WIDGET_TYPES = frozenset(
-    {
-        "INT",
-        "FLOAT",
-        "BOOLEAN",
-        "STRING",
-        "COMBO",
-        "MARKDOWN",
-        "IMAGEUPLOAD",
-        "COLOR",
-        "IMAGECOMPARE",
-        "CHART",
-        "GALLERIA",
-        "TEXTAREA",
-    }
+    "INT FLOAT BOOLEAN STRING COMBO MARKDOWN IMAGEUPLOAD COLOR IMAGECOMPARE CHART GALLERIA TEXTAREA".split()
 )
 SEED_NAMES = ("seed", "noise_seed")
 UPLOAD_OPTIONS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload", "file_upload")
