@@ -346,17 +346,19 @@ def test_unknown_model(tmp_path):
     assert "foo.weight" in info.description and info.params == 6
 
 
-def test_all_kinds_are_covered():
-    assert set(model_kinds.KINDS) == {
-        "zimage_dit",
-        "qwen3_text_encoder",
-        "flux_vae",
-        "sd1_unet",
-        "sdxl_unet",
-        "flux_dit",
-        "lumina2_dit",
-        "unknown",
-    }
+def test_kinds_lists_exactly_what_the_inspector_returns(tmp_path):
+    fakes = (
+        tm.zimage_comfy_shapes(),
+        tm.qwen3_te_shapes(),
+        tm.flux_vae_shapes(),
+        tm.sd1_unet_shapes(),
+        tm.sdxl_unet_shapes(),
+        tm.flux_dit_shapes(),
+        tm.lumina2_comfy_shapes(),
+        {"foo.weight": (2, 2)},
+    )
+    kinds = [inspect_model(write(tmp_path / f"{i}.safetensors", shapes)).kind for i, shapes in enumerate(fakes)]
+    assert sorted(kinds) == sorted(model_kinds.KINDS)
 
 
 # ---------------------------------------------------------------------------------------------
