@@ -41,6 +41,8 @@ _ATTN_RENAMES_D2C = (
     ("norm_q.", "q_norm."),
     ("norm_k.", "k_norm."),
 )
+_MODULE_RENAMES_C2D = tuple((c, d) for d, c in _MODULE_RENAMES_D2C)
+_ATTN_RENAMES_C2D = tuple((c, d) for d, c in _ATTN_RENAMES_D2C)
 _QKV_PARTS = ("to_q", "to_k", "to_v")
 # Only weights and biases can be concatenated: per-tensor quantisation scales of q, k and v differ
 # and have no fused equivalent.
@@ -87,30 +89,26 @@ def _split_attention_key(name: str) -> tuple[str, str] | None:
     return name[:cut], name[cut:]
 
 
-def _rename_d2c(name: str) -> str:
-    for old, new in _MODULE_RENAMES_D2C:
+def _rename(name: str, module_renames, attn_renames) -> str:
+    """`name` with the first matching (old, new) module prefix, or attention sub-key, replaced."""
+    for old, new in module_renames:
         if name.startswith(old):
             return new + name[len(old) :]
     parts = _split_attention_key(name)
     if parts is not None:
         head, rest = parts
-        for old, new in _ATTN_RENAMES_D2C:
+        for old, new in attn_renames:
             if rest.startswith(old):
                 return head + new + rest[len(old) :]
     return name
+
+
+def _rename_d2c(name: str) -> str:
+    return _rename(name, _MODULE_RENAMES_D2C, _ATTN_RENAMES_D2C)
 
 
 def _rename_c2d(name: str) -> str:
-    for new, old in _MODULE_RENAMES_D2C:
-        if name.startswith(old):
-            return new + name[len(old) :]
-    parts = _split_attention_key(name)
-    if parts is not None:
-        head, rest = parts
-        for new, old in _ATTN_RENAMES_D2C:
-            if rest.startswith(old):
-                return head + new + rest[len(old) :]
-    return name
+    return _rename(name, _MODULE_RENAMES_C2D, _ATTN_RENAMES_C2D)
 
 
 def _qkv_part(name: str) -> tuple[str, str, str] | None:
