@@ -42,6 +42,8 @@ from torch.multiprocessing.reductions import StorageWeakRef  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils._pytree import tree_flatten  # noqa: E402
 
+from zimage_nodes.tools import sampling_paths  # noqa: E402  (importable once bench_common loaded the pack)
+
 CPU_SIZE = dict(dim=1152, n_layers=2, n_refiner_layers=1, n_heads=9, cap_feat_dim=64)
 TINY_SIZE = dict(dim=256, n_layers=1, n_refiner_layers=1, n_heads=2, cap_feat_dim=64)
 STEPS, SHIFT, CFG, SEED = 8, 3.0, 2.0, 42
@@ -173,8 +175,7 @@ def run(host, size: dict, side: int, rounds: int, device_kind: str) -> dict:
         raise SystemExit(f"bench_nag: NAG self-check failed on this host: {why}")
 
     def nag_model(sigma_end):
-        return bs.call_node(
-            host,
+        return host.call(
             "ZINodesNAG",
             model=model,
             negative=neg,
@@ -189,23 +190,16 @@ def run(host, size: dict, side: int, rounds: int, device_kind: str) -> dict:
 
     def turbo(name):
         def fn():
-            out[name] = bs.call_node(
-                host,
-                "ZINodesTurboSampler",
-                model=models[name],
-                positive=pos,
-                latent_image=latent,
-                seed=SEED,
-                steps=STEPS,
-                sampler_name="euler",
-                shift=SHIFT,
-                denoise=1.0,
-            )[0]["samples"]
+            out[name] = sampling_paths.turbo_sampler(
+                host, models[name], pos, latent, seed=SEED, steps=STEPS, shift=SHIFT
+            )["samples"]
 
         return fn
 
     def cfg():
-        out["cfg"] = bs.native_ksampler(host, model, pos, neg, latent, STEPS, CFG, SEED, SHIFT)["samples"]
+        out["cfg"] = sampling_paths.template_ksampler(
+            host, model, pos, neg, latent, steps=STEPS, cfg=CFG, seed=SEED, shift=SHIFT
+        )["samples"]
 
     fns = {"plain": turbo("plain"), "nag": turbo("nag"), "nag_def": turbo("nag_def"), "cfg": cfg}
     counts, peaks = {}, {}
