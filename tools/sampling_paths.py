@@ -1,10 +1,15 @@
 """The sampling paths that tests and benchmarks run side by side, each written once with all its
-inputs: the pack's Turbo sampler, ComfyUI's own Z-Image template path (ModelSamplingAuraFlow +
-KSampler), and diffusers' ZImagePipeline on caption embeddings (the reference). Nodes run through
-`Host.call` (tools/headless.py); diffusers is imported only when its path runs, so host-free tests
-can use this module too."""
+inputs: the pack's Turbo sampler, NAG and CFG guider, ComfyUI's own Z-Image template path
+(ModelSamplingAuraFlow + KSampler) and SamplerCustomAdvanced, and diffusers' ZImagePipeline on
+caption embeddings (the reference). Nodes run through `Host.call` (tools/headless.py), their inputs
+written as links first, then widget values; diffusers is imported only when its path runs, so
+host-free tests can use this module too."""
 
 from __future__ import annotations
+
+from dataclasses import replace
+
+from ..core.nag import DEFAULTS as NAG_DEFAULTS
 
 
 def turbo_sampler(
@@ -14,17 +19,9 @@ def turbo_sampler(
     input (ignored at cfg 1; given only to check that it is)."""
     optional = {} if negative is None else {"negative": negative}
     return host.call(
-        "ZINodesTurboSampler",
-        model=model,
-        positive=positive,
-        latent_image=latent,
-        seed=seed,
-        steps=steps,
-        sampler_name=sampler_name,
-        shift=shift,
-        denoise=1.0,
-        **optional,
-    )[0]
+        "ZINodesTurboSampler", model=model, positive=positive, latent_image=latent, **optional,
+        seed=seed, steps=steps, sampler_name=sampler_name, shift=shift, denoise=1.0,
+    )[0]  # fmt: skip
 
 
 def template_ksampler(
@@ -34,17 +31,34 @@ def template_ksampler(
     (simple scheduler, full denoise); returns the LATENT."""
     shifted = host.call("ModelSamplingAuraFlow", model=model, shift=shift)[0]
     return host.call(
-        "KSampler",
-        model=shifted,
-        seed=seed,
-        steps=steps,
-        cfg=cfg,
-        sampler_name=sampler_name,
-        scheduler="simple",
-        positive=positive,
-        negative=negative,
-        latent_image=latent,
-        denoise=1.0,
+        "KSampler", model=shifted, positive=positive, negative=negative, latent_image=latent,
+        seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler="simple", denoise=1.0,
+    )[0]  # fmt: skip
+
+
+def nag_model(host, model, negative, **settings):
+    """ZINodesNAG; returns the patched MODEL. `settings` (scale, tau, alpha, sigma_end) override the
+    node's defaults, core.nag.DEFAULTS (unchecked here: the node checks them)."""
+    nag = replace(NAG_DEFAULTS, **settings)
+    return host.call(
+        "ZINodesNAG", model=model, negative=negative,
+        nag_scale=nag.scale, nag_tau=nag.tau, nag_alpha=nag.alpha, nag_sigma_end=nag.sigma_end,
+    )[0]  # fmt: skip
+
+
+def cfg_guider(host, model, positive, negative, *, cfg: float, normalization: float = 0.0, truncation: float = 1.0):
+    """ZINodesCFGGuider; returns the GUIDER."""
+    return host.call(
+        "ZINodesCFGGuider", model=model, positive=positive, negative=negative,
+        cfg=cfg, cfg_normalization=normalization, cfg_truncation=truncation,
+    )[0]  # fmt: skip
+
+
+def custom_advanced(host, guider, sigmas, latent, *, noise, sampler) -> dict:
+    """SamplerCustomAdvanced, noise and sampler made by the caller (RandomNoise, KSamplerSelect), so
+    a timed run holds nothing else; returns the LATENT."""
+    return host.call(
+        "SamplerCustomAdvanced", noise=noise, guider=guider, sampler=sampler, sigmas=sigmas, latent_image=latent
     )[0]
 
 

@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from zimage_nodes.tools.sampling_paths import reference_scheduler, template_ksampler, turbo_sampler, zimage_pipeline
+from zimage_nodes.tools.sampling_paths import (
+    custom_advanced,
+    reference_scheduler,
+    template_ksampler,
+    turbo_sampler,
+    zimage_pipeline,
+)
 
 pytestmark = pytest.mark.host
 
@@ -49,9 +55,7 @@ def test_turbo_sampler_is_bit_identical_to_the_official_template_path(host, load
 def _custom_sample(host, model, guider, sigmas, lat, seed=5):
     noise = host.call("RandomNoise", noise_seed=seed)[0]
     sampler = host.call("KSamplerSelect", sampler_name="euler")[0]
-    return host.call(
-        "SamplerCustomAdvanced", noise=noise, guider=guider, sampler=sampler, sigmas=sigmas, latent_image=lat
-    )[0]["samples"]
+    return custom_advanced(host, guider, sigmas, lat, noise=noise, sampler=sampler)["samples"]
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import importlib
 import pytest
 import torch
 
-from zimage_nodes.tools.sampling_paths import turbo_sampler
+from zimage_nodes.tools.sampling_paths import nag_model, turbo_sampler
 
 pytestmark = pytest.mark.host
 
@@ -245,15 +245,7 @@ def _turbo(host, model, positive, seed=3, batch=1, hw=(8, 8)):
 
 
 def _nag_model(host, model, negative, scale=5.0, tau=2.5, alpha=0.25, sigma_end=0.0):
-    return host.call(
-        "ZINodesNAG",
-        model=model,
-        negative=negative,
-        nag_scale=scale,
-        nag_tau=tau,
-        nag_alpha=alpha,
-        nag_sigma_end=sigma_end,
-    )[0]
+    return nag_model(host, model, negative, scale=scale, tau=tau, alpha=alpha, sigma_end=sigma_end)
 
 
 @pytest.fixture(scope="module")

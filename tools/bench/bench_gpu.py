@@ -146,23 +146,8 @@ def _comfy_rows(host, result: dict, size: dict, device, pos, neg, latent, rounds
         )
 
     def base_ours():
-        g = host.call(
-            "ZINodesCFGGuider",
-            model=base_model,
-            positive=pos,
-            negative=neg,
-            cfg=cfg,
-            cfg_normalization=0.0,
-            cfg_truncation=1.0,
-        )[0]
-        return host.call(
-            "SamplerCustomAdvanced",
-            noise=noise,
-            guider=g,
-            sampler=sampler,
-            sigmas=base_sigmas,
-            latent_image=latent,
-        )[0]
+        g = sampling_paths.cfg_guider(host, base_model, pos, neg, cfg=cfg)
+        return sampling_paths.custom_advanced(host, g, base_sigmas, latent, noise=noise, sampler=sampler)
 
     def base_native():
         return sampling_paths.template_ksampler(

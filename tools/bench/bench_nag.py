@@ -174,18 +174,11 @@ def run(host, size: dict, side: int, rounds: int, device_kind: str) -> dict:
     if not ok:
         raise SystemExit(f"bench_nag: NAG self-check failed on this host: {why}")
 
-    def nag_model(sigma_end):
-        return host.call(
-            "ZINodesNAG",
-            model=model,
-            negative=neg,
-            nag_scale=5.0,
-            nag_tau=2.5,
-            nag_alpha=0.25,
-            nag_sigma_end=sigma_end,
-        )[0]
-
-    models = {"plain": model, "nag": nag_model(0.0), "nag_def": nag_model(0.75)}
+    models = {
+        "plain": model,
+        "nag": sampling_paths.nag_model(host, model, neg, sigma_end=0.0),
+        "nag_def": sampling_paths.nag_model(host, model, neg),
+    }
     out = {}
 
     def turbo(name):

@@ -129,26 +129,11 @@ def guided(
             if kind == "comfy":
                 g = host.call("CFGGuider", model=base, positive=pos, negative=neg, cfg=cfg)[0]
             elif kind == "node":
-                g = host.call(
-                    "ZINodesCFGGuider",
-                    model=base,
-                    positive=pos,
-                    negative=neg,
-                    cfg=cfg,
-                    cfg_normalization=0.0,
-                    cfg_truncation=truncation,
-                )[0]
+                g = sampling_paths.cfg_guider(host, base, pos, neg, cfg=cfg, truncation=truncation)
             else:
                 g = guider_mod.ZImageGuider(base, cfg, 0.0, truncation, batched=batched)
                 g.set_conds(pos, neg)
-            out[name] = host.call(
-                "SamplerCustomAdvanced",
-                noise=noise,
-                guider=g,
-                sampler=sampler,
-                sigmas=sigmas,
-                latent_image=latent,
-            )[0]["samples"]
+            out[name] = sampling_paths.custom_advanced(host, g, sigmas, latent, noise=noise, sampler=sampler)["samples"]
             guiders[name] = g
 
         return run
