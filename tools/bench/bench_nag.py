@@ -42,10 +42,9 @@ from torch.multiprocessing.reductions import StorageWeakRef  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils._pytree import tree_flatten  # noqa: E402
 
-from zimage_nodes.tools import sampling_paths  # noqa: E402  (importable once bench_common loaded the pack)
+from zimage_nodes.tools import demo_weights, sampling_paths  # noqa: E402  (importable once bench_common loaded the pack)
 
 CPU_SIZE = dict(dim=1152, n_layers=2, n_refiner_layers=1, n_heads=9, cap_feat_dim=64)
-TINY_SIZE = dict(dim=256, n_layers=1, n_refiner_layers=1, n_heads=2, cap_feat_dim=64)
 STEPS, SHIFT, CFG, SEED = 8, 3.0, 2.0, 42
 POS_TOKENS, NEG_TOKENS = 100, 60  # pad to 128 and 64
 TARGETS = {"cpu": 1.30, "gpu": 1.25}
@@ -309,11 +308,9 @@ def main(argv=None):
     host = bc.boot_host(args.comfyui, cpu=not gpu)
     logging.getLogger().setLevel(logging.ERROR)
     if gpu:
-        import bench_gpu
-
-        r = run(host, bench_gpu.FULL, 1024, args.rounds, "gpu")
+        r = run(host, demo_weights.FULL, 1024, args.rounds, "gpu")
     elif args.gpu_dry_run:
-        r = run(host, TINY_SIZE, 128, 1, "gpu")
+        r = run(host, demo_weights.TINY, 128, 1, "gpu")
     else:
         r = run(host, CPU_SIZE, 256 if args.quick else 512, 1 if args.quick else args.rounds, "cpu")
     text = report(r, bc.machine(host.version, "cuda" if gpu else "cpu"))
