@@ -7,6 +7,7 @@ With ZIMAGE_REQUIRE_HOST=1 (tools/test.sh sets it when it found a checkout) a mi
 the run instead: host tests never pass by being skipped."""
 
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -21,7 +22,26 @@ COMFYUI, HOW = headless.find_comfyui()
 MODEL_KINDS = ("diffusion_models", "text_encoders", "vae", "checkpoints")
 PROBE = Path(__file__).resolve().parent / "server_probe"
 REQUIRE_HOST = os.environ.get("ZIMAGE_REQUIRE_HOST") == "1"
+RUNNER = headless.PACK_DIR / "tools" / "run_workflow.py"
 _SERVER_STATS: dict = {}
+
+
+def _runner(args) -> dict:
+    """tools/run_workflow.py as a user starts it from the pack folder, progress bars off, without
+    COMFYUI_PATH: each test's own --comfyui / --server choose the host."""
+    env = {k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"}
+    command = [sys.executable, str(RUNNER), *args, "--no-progress"]
+    return dict(args=command, cwd=headless.PACK_DIR, env=env, text=True)
+
+
+def run_workflow_cli(*args, timeout=600) -> subprocess.CompletedProcess:
+    """The runner run to its end, its output captured."""
+    return subprocess.run(**_runner(args), capture_output=True, timeout=timeout)
+
+
+def start_workflow_cli(*args) -> subprocess.Popen:
+    """The runner started in the background (to be stopped or interrupted), its output piped."""
+    return subprocess.Popen(**_runner(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def pytest_report_header(config):

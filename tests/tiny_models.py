@@ -91,18 +91,13 @@ def _block_shapes(b: str, dim: int, n_heads: int, n_kv_heads: int, hd: int, ffn:
     }
 
 
-def zimage_comfy_shapes(
-    dim=256,
-    n_layers=2,
-    n_refiner_layers=1,
-    n_heads=2,
-    n_kv_heads=None,
-    cap_feat_dim=64,
-    in_channels=16,
-    pad_tokens=True,
-) -> dict:
+def zimage_comfy_shapes(n_kv_heads=None, in_channels=16, pad_tokens=True, **size) -> dict:
     """ComfyUI-layout Z-Image DiT keys and shapes, written out from comfy/ldm/lumina/model.py
-    (NextDiT with z_image_modulation), independently of core's config inference (a test oracle)."""
+    (NextDiT with z_image_modulation), independently of core's config inference (a test oracle).
+    `size`: TINY's fields, any of them overridden."""
+    size = {**TINY, **size}
+    dim, n_layers, n_refiner_layers, n_heads = size["dim"], size["n_layers"], size["n_refiner_layers"], size["n_heads"]
+    cap_feat_dim = size["cap_feat_dim"]
     n_kv_heads = n_kv_heads or n_heads
     hd = dim // n_heads
     ffn = 256 * ((int(8.0 / 3.0 * dim) + 255) // 256)
@@ -136,9 +131,22 @@ def zimage_comfy_shapes(
     return sd
 
 
-def lumina2_comfy_shapes(dim=64, n_layers=1, n_heads=2, n_kv_heads=1, cap_feat_dim=32) -> dict:
+# The Lumina 2 fakes' size: a small NextDiT without Z-Image's modulation (head size 32).
+LUMINA2 = dict(dim=64, n_layers=1, n_heads=2, n_kv_heads=1, cap_feat_dim=32)
+
+
+def _lumina2_axes(size: dict) -> list[int]:
+    """Rotary axes splitting the head size as Lumina 2 does (1/4 time, 3/8 each image axis)."""
+    hd = size["dim"] // size["n_heads"]
+    return [hd // 4, 3 * hd // 8, 3 * hd // 8]
+
+
+def lumina2_comfy_shapes(**size) -> dict:
     """ComfyUI-layout Lumina 2 DiT (NextDiT without z_image_modulation: SiLU + Linear adaLN at
-    index 1, input width min(dim, 1024); no pad tokens)."""
+    index 1, input width min(dim, 1024); no pad tokens), written out by hand. `size`: LUMINA2's
+    fields, any of them overridden."""
+    size = {**LUMINA2, **size}
+    dim, n_layers, n_heads, n_kv_heads, cap_feat_dim = (size[k] for k in LUMINA2)
     hd = dim // n_heads
     ffn = 256 * ((int(4.0 * dim) + 255) // 256)
     t, p = min(dim, 1024), 64
@@ -165,6 +173,45 @@ def lumina2_comfy_shapes(dim=64, n_layers=1, n_heads=2, n_kv_heads=1, cap_feat_d
             sd[b + "adaLN_modulation.1.weight"] = (4 * dim, t)
             sd[b + "adaLN_modulation.1.bias"] = (4 * dim,)
     return sd
+
+
+def lumina2_comfy_dit(**size):
+    """ComfyUI's own NextDiT built as a Lumina 2 DiT (ffn multiplier 4, no pad tokens, classic
+    adaLN) on the meta device: for what its structure and key layout tell. `size`: as
+    lumina2_comfy_shapes."""
+    import comfy.ldm.lumina.model
+    import comfy.ops
+
+    size = {**LUMINA2, **size}
+    return comfy.ldm.lumina.model.NextDiT(
+        patch_size=2,
+        in_channels=16,
+        n_refiner_layers=1,
+        ffn_dim_multiplier=4.0,
+        qk_norm=True,
+        axes_dims=_lumina2_axes(size),
+        axes_lens=[300, 512, 512],
+        device="meta",
+        operations=comfy.ops.disable_weight_init,
+        **size,
+    )
+
+
+def lumina2_diffusers(**size):
+    """diffusers' Lumina2Transformer2DModel at the same sizes as lumina2_comfy_dit."""
+    from diffusers import Lumina2Transformer2DModel
+
+    size = {**LUMINA2, **size}
+    return Lumina2Transformer2DModel(
+        hidden_size=size["dim"],
+        num_layers=size["n_layers"],
+        num_refiner_layers=1,
+        num_attention_heads=size["n_heads"],
+        num_kv_heads=size["n_kv_heads"],
+        cap_feat_dim=size["cap_feat_dim"],
+        axes_dim_rope=tuple(_lumina2_axes(size)),
+        sample_size=16,
+    )
 
 
 def flux_dit_shapes(hidden=32, context=4096) -> dict:
@@ -252,12 +299,26 @@ def diffusers_sdxl_unet_shapes() -> dict:
     }
 
 
-def qwen3_te_shapes(
-    hidden=64, n_layers=3, n_heads=2, n_kv_heads=1, intermediate=96, vocab=512, head_dim=128, lm_head=False
-) -> dict:
+# Qwen3 text-encoder sizes, as the Qwen3Config fields the inspector infers: the fakes' and the
+# released Qwen3-4B's (Z-Image's text encoder).
+_QWEN3_FIELDS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "intermediate_size",
+    "vocab_size",
+)
+QWEN3_TINY = dict(zip(_QWEN3_FIELDS, (64, 3, 2, 1, 96, 512)))
+QWEN3_4B = dict(zip(_QWEN3_FIELDS, (2560, 36, 32, 8, 9728, 151936)))
+
+
+def qwen3_te_shapes(head_dim=128, lm_head=False, **size) -> dict:
     """Qwen3 text encoder in ComfyUI's layout (comfy/text_encoders/llama.py Qwen3_4B: model.embed_tokens,
     model.layers.N.{self_attn.{q,k,v,o}_proj, self_attn.{q,k}_norm, mlp.{gate,up,down}_proj,
-    input_layernorm, post_attention_layernorm}, model.norm), which is also the HF Qwen3ForCausalLM layout."""
+    input_layernorm, post_attention_layernorm}, model.norm), which is also the HF Qwen3ForCausalLM layout.
+    `size`: QWEN3_TINY's fields, any of them overridden."""
+    hidden, n_layers, n_heads, n_kv_heads, intermediate, vocab = ({**QWEN3_TINY, **size}[k] for k in _QWEN3_FIELDS)
     sd = {"model.embed_tokens.weight": (vocab, hidden), "model.norm.weight": (hidden,)}
     for i in range(n_layers):
         b = f"model.layers.{i}."

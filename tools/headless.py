@@ -132,6 +132,14 @@ class Host:
     def node_class(self, class_type: str):
         return self.nodes.NODE_CLASS_MAPPINGS[class_type]
 
+    def call(self, class_type: str, **inputs):
+        """Run one node the way ComfyUI's executor calls it (V3 `execute`, V1 FUNCTION), without the
+        executor's graph and caching around it; returns its outputs (index them as the links do)."""
+        cls = self.node_class(class_type)
+        if hasattr(cls, "FUNCTION") and not hasattr(cls, "GET_SCHEMA"):
+            return getattr(cls(), cls.FUNCTION)(**inputs)
+        return cls.execute(**inputs).args
+
     def validate(self, prompt: dict) -> list:
         ok, error, outputs, node_errors = asyncio.run(self.execution.validate_prompt(str(uuid.uuid4()), prompt, None))
         if not ok:

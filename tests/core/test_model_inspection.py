@@ -226,19 +226,7 @@ def test_lumina2_comfyui_is_not_zimage(tmp_path):
 
 
 def test_lumina2_diffusers(tmp_path):
-    from diffusers import Lumina2Transformer2DModel
-
-    m = Lumina2Transformer2DModel(
-        hidden_size=64,
-        num_layers=1,
-        num_refiner_layers=1,
-        num_attention_heads=2,
-        num_kv_heads=1,
-        cap_feat_dim=32,
-        axes_dim_rope=(8, 12, 12),
-        sample_size=16,
-    )
-    info = inspect_model(write(tmp_path / "l.safetensors", m.state_dict()))
+    info = inspect_model(write(tmp_path / "l.safetensors", tm.lumina2_diffusers().state_dict()))
     assert (info.kind, info.layout) == ("lumina2_dit", "diffusers")
 
 
@@ -274,9 +262,7 @@ def test_sd_unets(tmp_path):
 
 
 def test_qwen3_text_encoder_layouts_and_config(tmp_path):
-    shapes = tm.qwen3_te_shapes(
-        hidden=64, n_layers=3, n_heads=2, n_kv_heads=1, intermediate=96, vocab=512, lm_head=True
-    )
+    shapes = tm.qwen3_te_shapes(lm_head=True, **tm.QWEN3_TINY)
     info = inspect_model(write(tmp_path / "qwen.safetensors", shapes))
     assert (info.kind, info.layout, info.prefix) == ("qwen3_text_encoder", "comfyui", "")
     assert info.description == "a Qwen3 text encoder"
@@ -309,7 +295,7 @@ def test_qwen3_text_encoder_layouts_and_config(tmp_path):
 
 
 def test_qwen3_4b_real_size_header(tmp_path):
-    shapes = tm.qwen3_te_shapes(hidden=2560, n_layers=36, n_heads=32, n_kv_heads=8, intermediate=9728, vocab=151936)
+    shapes = tm.qwen3_te_shapes(**tm.QWEN3_4B)
     tm.write_header_only(tmp_path / "qwen_3_4b.safetensors", shapes)
     info = inspect_model(tmp_path / "qwen_3_4b.safetensors")
     assert info.description == "a Qwen3-4B text encoder"

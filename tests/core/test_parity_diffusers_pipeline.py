@@ -9,26 +9,22 @@ are the reference's.
 
 import pytest
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline
 from diffusers.pipelines.z_image.pipeline_z_image import calculate_shift, get_default_z_image_sigmas
 from tiny_models import diffusers_transformer
 
 from zimage_nodes.core.guidance import cfg_blend, effective_cfg, guidance_to_cfg
 from zimage_nodes.core.schedule import zimage_sigmas
+from zimage_nodes.tools.sampling_paths import reference_scheduler, zimage_pipeline
 
 LATENT = 16  # latent side; image side = 8 * LATENT (the pipeline needs a multiple of 16)
 CAP_DIM = 64
 TOL = 1e-5
 
 
-def _scheduler(shift: float) -> FlowMatchEulerDiscreteScheduler:
-    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift, use_dynamic_shifting=False)
-
-
 @pytest.mark.parametrize("shift", [3.0, 6.0])
 @pytest.mark.parametrize("steps", [8, 9, 28, 50])
 def test_sigmas_equal_pipeline_scheduler(steps, shift):
-    sched = _scheduler(shift)
+    sched = reference_scheduler(shift)
     # As the pipeline does it: default Z-Image grid plus mu (unused without dynamic shifting).
     mu = calculate_shift((LATENT // 2) ** 2)
     sched.set_timesteps(sigmas=get_default_z_image_sigmas(steps), mu=mu)
@@ -49,27 +45,6 @@ def _inputs(batch: int, seed: int = 1):
     pos = [torch.randn(11 + 3 * i, CAP_DIM, generator=g) for i in range(batch)]
     neg = [torch.randn(23 - 5 * i, CAP_DIM, generator=g) for i in range(batch)]
     return latents, pos, neg
-
-
-def _run_pipeline(transformer, latents, pos, neg, steps, shift, guidance, normalization, truncation):
-    pipe = ZImagePipeline(
-        scheduler=_scheduler(shift), vae=None, text_encoder=None, tokenizer=None, transformer=transformer
-    )
-    pipe.set_progress_bar_config(disable=True)
-    out = pipe(
-        prompt_embeds=[p.clone() for p in pos],
-        negative_prompt_embeds=[n.clone() for n in neg],
-        latents=latents.clone(),
-        height=8 * LATENT,
-        width=8 * LATENT,
-        num_inference_steps=steps,
-        guidance_scale=guidance,
-        cfg_normalization=normalization,
-        cfg_truncation=truncation,
-        output_type="latent",
-        return_dict=False,
-    )[0]
-    return out
 
 
 def _velocity(transformer, x, model_t, captions):
@@ -113,8 +88,16 @@ def test_euler_loop_matches_pipeline(transformer, case):
     p = CASES[case]
     torch.manual_seed(0)
     latents, pos, neg = _inputs(p["batch"])
-    ref = _run_pipeline(
-        transformer, latents, pos, neg, p["steps"], p["shift"], p["guidance"], p["normalization"], p["truncation"]
+    ref = zimage_pipeline(
+        transformer,
+        pos,
+        neg,
+        latents,
+        steps=p["steps"],
+        shift=p["shift"],
+        guidance=p["guidance"],
+        cfg_normalization=p["normalization"],
+        cfg_truncation=p["truncation"],
     )
     ours = _our_loop(
         transformer,

@@ -212,12 +212,19 @@ def test_each_graph_has_a_note_naming_its_models(workflow):
 # -- what each example is --------------------------------------------------------------------------
 
 
-def test_turbo_text_to_image():
-    wf = load("z_image_turbo_text_to_image.json")
+def turbo_example(name):
+    """A Turbo example, its one Z-Image loader (checked to load the Turbo release files) and its one
+    Turbo sampler."""
+    wf = load(name)
     (loader,) = by_type(wf, "ZINodesLoader")
     (sampler,) = by_type(wf, "ZINodesTurboSampler")
-    (latent,) = by_type(wf, "EmptySD3LatentImage")
     assert loader["widgets_values"][:3] == ["z_image_turbo_bf16.safetensors", "qwen_3_4b.safetensors", "ae.safetensors"]
+    return wf, loader, sampler
+
+
+def test_turbo_text_to_image():
+    wf, loader, sampler = turbo_example("z_image_turbo_text_to_image.json")
+    (latent,) = by_type(wf, "EmptySD3LatentImage")
     assert latent["widgets_values"] == [1024, 1024, 1]
     assert source_of(wf, sampler, "steps") == (loader, 3)
     assert loader["outputs"][3]["name"] == "steps"
@@ -230,11 +237,8 @@ def test_turbo_text_to_image():
 
 
 def test_turbo_nag_negative():
-    wf = load("z_image_turbo_nag_negative.json")
-    (loader,) = by_type(wf, "ZINodesLoader")
+    wf, loader, sampler = turbo_example("z_image_turbo_nag_negative.json")
     (nag,) = by_type(wf, "ZINodesNAG")
-    (sampler,) = by_type(wf, "ZINodesTurboSampler")
-    assert loader["widgets_values"][:3] == ["z_image_turbo_bf16.safetensors", "qwen_3_4b.safetensors", "ae.safetensors"]
     # The negative acts through NAG: loader -> NAG -> Turbo sampler, the sampler's own negative empty.
     assert source_of(wf, nag, "model") == (loader, 0)
     assert source_of(wf, nag, "negative")[0] is by_title(wf, "Negative (NAG)")

@@ -337,11 +337,17 @@ def nodes_of(driver, node_type):
     )
 
 
+def run_example(driver, server, name):
+    """An example opened in the editor, its dialogs closed, queued and run to the end (screenshot
+    when SHOTS is set)."""
+    open_workflow(driver, server, name)
+    close_dialogs(driver)
+    run_current_graph(driver)
+    shot(driver, f"run_{name}")
+
+
 def test_turbo_runs_and_the_nodes_say_what_they_did(browser, server):
-    open_workflow(browser, server, "z_image_turbo_text_to_image")
-    close_dialogs(browser)
-    run_current_graph(browser)
-    shot(browser, "run_z_image_turbo_text_to_image")
+    run_example(browser, server, "z_image_turbo_text_to_image")
     (loader,) = nodes_of(browser, "ZINodesLoader")
     (sampler,) = nodes_of(browser, "ZINodesTurboSampler")
     state = node_state(browser, loader)
@@ -365,10 +371,7 @@ def test_turbo_runs_and_the_nodes_say_what_they_did(browser, server):
 
 
 def test_base_vs_turbo_shows_the_ignored_negative_and_both_variants(browser, server):
-    open_workflow(browser, server, "z_image_base_vs_turbo")
-    close_dialogs(browser)
-    run_current_graph(browser)
-    shot(browser, "run_z_image_base_vs_turbo")
+    run_example(browser, server, "z_image_base_vs_turbo")
     (sampler,) = nodes_of(browser, "ZINodesTurboSampler")
     (guider,) = nodes_of(browser, "ZINodesCFGGuider")
     messages = {node: node_state(browser, node) for node in nodes_of(browser, "ZINodesLoader")}

@@ -33,39 +33,13 @@ def test_comfyui_recognises_the_fake_qwen3_and_builds_ours(host):
     import comfy.sd
     import comfy.text_encoders.llama
 
-    real = tm.qwen3_te_shapes(hidden=2560, n_layers=36, n_heads=32, n_kv_heads=8, intermediate=9728, vocab=151936)
-    assert comfy.sd.detect_te_model(meta(real)) == comfy.sd.TEModel.QWEN3_4B
-    shapes = tm.qwen3_te_shapes(hidden=64, n_layers=3, n_heads=2, n_kv_heads=1, intermediate=96, vocab=512)
-    cfg = Qwen3Config(
-        hidden_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=96,
-        vocab_size=512,
-    )
+    assert comfy.sd.detect_te_model(meta(tm.qwen3_te_shapes(**tm.QWEN3_4B))) == comfy.sd.TEModel.QWEN3_4B
+    shapes = tm.qwen3_te_shapes(**tm.QWEN3_TINY)
+    cfg = Qwen3Config(**tm.QWEN3_TINY)
     module = comfy.text_encoders.llama.Qwen3_4B(cfg.comfy_model_config(), torch.float32, "cpu", comfy.ops.manual_cast)
     assert {k: tuple(v.shape) for k, v in module.state_dict().items()} == shapes
 
 
 def test_comfyui_lumina2_layout_matches_the_fake(host):
-    import comfy.ldm.lumina.model
-    import comfy.ops
-
-    dit = comfy.ldm.lumina.model.NextDiT(
-        patch_size=2,
-        in_channels=16,
-        dim=64,
-        n_layers=1,
-        n_refiner_layers=1,
-        n_heads=2,
-        n_kv_heads=1,
-        ffn_dim_multiplier=4.0,
-        qk_norm=True,
-        cap_feat_dim=32,
-        axes_dims=[8, 12, 12],
-        axes_lens=[300, 512, 512],
-        device="meta",
-        operations=comfy.ops.disable_weight_init,
-    )
+    dit = tm.lumina2_comfy_dit()
     assert {k: tuple(v.shape) for k, v in dit.state_dict().items()} == tm.lumina2_comfy_shapes()

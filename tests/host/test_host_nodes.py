@@ -141,18 +141,14 @@ EXAMPLES = ["z_image_base_negative_prompt", "z_image_base_vs_turbo"]
 
 
 def evaluate(host, prompt, node_id, done):
-    """Output tuple of one API-prompt node, its linked inputs evaluated first (V3 `execute` or V1 FUNCTION)."""
+    """Output tuple of one API-prompt node, its linked inputs evaluated first (as the executor would)."""
     if node_id not in done:
         entry = prompt[node_id]
         inputs = {
             name: evaluate(host, prompt, value[0], done)[value[1]] if isinstance(value, list) else value
             for name, value in entry["inputs"].items()
         }
-        cls = host.node_class(entry["class_type"])
-        if hasattr(cls, "FUNCTION") and not hasattr(cls, "GET_SCHEMA"):
-            done[node_id] = getattr(cls(), cls.FUNCTION)(**inputs)
-        else:
-            done[node_id] = cls.execute(**inputs).args
+        done[node_id] = host.call(entry["class_type"], **inputs)
     return done[node_id]
 
 

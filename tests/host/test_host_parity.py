@@ -3,15 +3,15 @@
 import pytest
 import torch
 
+from zimage_nodes.tools.sampling_paths import (
+    custom_advanced,
+    reference_scheduler,
+    template_ksampler,
+    turbo_sampler,
+    zimage_pipeline,
+)
+
 pytestmark = pytest.mark.host
-
-
-def call(host, node_id, **inputs):
-    """Run one node's function as the executor would (V1 FUNCTION or V3 execute)."""
-    cls = host.node_class(node_id)
-    if hasattr(cls, "FUNCTION") and not hasattr(cls, "GET_SCHEMA"):
-        return getattr(cls(), cls.FUNCTION)(**inputs)
-    return cls.execute(**inputs).args
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +19,7 @@ def loaded(host, demo_models):
     _, names = demo_models
 
     def load(variant):
-        model, clip, vae, steps, cfg = call(
-            host,
+        model, clip, vae, steps, cfg = host.call(
             "ZINodesLoader",
             diffusion_model=names[variant],
             text_encoder=names["text_encoder"],
@@ -34,11 +33,11 @@ def loaded(host, demo_models):
 
 
 def encode(host, clip, text):
-    return call(host, "CLIPTextEncode", clip=clip, text=text)[0]
+    return host.call("CLIPTextEncode", clip=clip, text=text)[0]
 
 
 def latent(host, batch=1, side=64):
-    return call(host, "EmptySD3LatentImage", width=side, height=side, batch_size=batch)[0]
+    return host.call("EmptySD3LatentImage", width=side, height=side, batch_size=batch)[0]
 
 
 def test_turbo_sampler_is_bit_identical_to_the_official_template_path(host, loaded):
@@ -48,43 +47,15 @@ def test_turbo_sampler_is_bit_identical_to_the_official_template_path(host, load
     negative = encode(host, clip, "blurry, low quality")
     lat = latent(host, batch=2)
 
-    ours = call(
-        host,
-        "ZINodesTurboSampler",
-        model=model,
-        positive=positive,
-        negative=negative,
-        latent_image=lat,
-        seed=42,
-        steps=8,
-        sampler_name="euler",
-        shift=3.0,
-        denoise=1.0,
-    )[0]["samples"]
-    template_model = call(host, "ModelSamplingAuraFlow", model=model, shift=3.0)[0]
-    theirs = call(
-        host,
-        "KSampler",
-        model=template_model,
-        seed=42,
-        steps=8,
-        cfg=1.0,
-        sampler_name="euler",
-        scheduler="simple",
-        positive=positive,
-        negative=negative,
-        latent_image=lat,
-        denoise=1.0,
-    )[0]["samples"]
+    ours = turbo_sampler(host, model, positive, lat, seed=42, steps=8, shift=3.0, negative=negative)["samples"]
+    theirs = template_ksampler(host, model, positive, negative, lat, steps=8, cfg=1.0, seed=42, shift=3.0)["samples"]
     assert torch.equal(ours, theirs)
 
 
 def _custom_sample(host, model, guider, sigmas, lat, seed=5):
-    noise = call(host, "RandomNoise", noise_seed=seed)[0]
-    sampler = call(host, "KSamplerSelect", sampler_name="euler")[0]
-    return call(
-        host, "SamplerCustomAdvanced", noise=noise, guider=guider, sampler=sampler, sigmas=sigmas, latent_image=lat
-    )[0]["samples"]
+    noise = host.call("RandomNoise", noise_seed=seed)[0]
+    sampler = host.call("KSamplerSelect", sampler_name="euler")[0]
+    return custom_advanced(host, guider, sigmas, lat, noise=noise, sampler=sampler)["samples"]
 
 
 @pytest.fixture
@@ -102,7 +73,7 @@ def base_setup(host, loaded):
     positive = encode(host, clip, "portrait photo of an old fisherman, detailed skin")
     negative = encode(host, clip, "mustache")
     assert positive[0][0].shape[1] != negative[0][0].shape[1]  # caption lengths differ, as in real use
-    sigmas = call(host, "BasicScheduler", model=model, scheduler="simple", steps=6, denoise=1.0)[0]
+    sigmas = host.call("BasicScheduler", model=model, scheduler="simple", steps=6, denoise=1.0)[0]
     return model, positive, negative, latent(host, batch=2), sigmas
 
 
@@ -114,7 +85,7 @@ def _guided(pack_nodes, model, positive, negative, batched=True, cfg=4.0):
 
 def test_guider_equals_comfyui_cfg_guider_and_batched_equals_sequential(host, base_setup, pack_nodes, fresh_guard):
     model, positive, negative, lat, sigmas = base_setup
-    native = call(host, "CFGGuider", model=model, positive=positive, negative=negative, cfg=4.0)[0]
+    native = host.call("CFGGuider", model=model, positive=positive, negative=negative, cfg=4.0)[0]
     reference = _custom_sample(host, model, native, sigmas, lat)
 
     first = _guided(pack_nodes, model, positive, negative)
@@ -133,17 +104,8 @@ def test_guider_equals_comfyui_cfg_guider_and_batched_equals_sequential(host, ba
     # path) gave a max difference of 1.0014e-5 after 6 steps; hence 1e-5 relative on top of 1e-5.
     assert torch.allclose(out_batched, out_sequential, atol=1e-5, rtol=1e-5), (out_batched - out_sequential).abs().max()
     assert not torch.equal(
-        out_batched,
-        call(
-            host,
-            "SamplerCustomAdvanced",
-            noise=call(host, "RandomNoise", noise_seed=6)[0],
-            guider=batched,
-            sampler=call(host, "KSamplerSelect", sampler_name="euler")[0],
-            sigmas=sigmas,
-            latent_image=lat,
-        )[0]["samples"],
-    )
+        out_batched, _custom_sample(host, model, batched, sigmas, lat, seed=6)
+    )  # other noise, other result
 
 
 def test_batched_forward_falls_back_when_the_host_structure_differs(
@@ -225,10 +187,10 @@ def test_inputs_the_batched_forward_does_not_reproduce_take_the_sequential_path(
 
     model, positive, negative, _, _ = base_setup
     lat = latent(host)
-    sigmas = call(host, "BasicScheduler", model=model, scheduler="simple", steps=2, denoise=1.0)[0]
+    sigmas = host.call("BasicScheduler", model=model, scheduler="simple", steps=2, denoise=1.0)[0]
     caplog.set_level(logging.INFO, logger="zimage_nodes")
 
-    with_ref = call(host, "ReferenceLatent", conditioning=positive, latent=lat)[0]
+    with_ref = host.call("ReferenceLatent", conditioning=positive, latent=lat)[0]
     host_reads_it = "ref_latents" in model.model.extra_conds(
         reference_latents=[lat["samples"]], cross_attn=positive[0][0]
     )
@@ -279,22 +241,11 @@ def test_guider_stops_with_the_step_and_the_fix_when_sampling_goes_non_finite(ho
 
 def test_turbo_sampler_stops_with_the_step_and_the_fix_when_sampling_goes_non_finite(host, loaded, pack_nodes):
     model, clip, _, _ = loaded("turbo")
-    shifted = call(host, "ModelSamplingAuraFlow", model=model, shift=3.0)[0]
+    shifted = host.call("ModelSamplingAuraFlow", model=model, shift=3.0)[0]
     sigmas = pack_nodes.turbo_sampler.turbo_sigmas(shifted, 8, "euler", 1.0)
     patched = _inf_from_step(model, sigmas, step=5)
     with pytest.raises(pack_nodes.finite_watch.NonFiniteLatentError) as error:
-        call(
-            host,
-            "ZINodesTurboSampler",
-            model=patched,
-            positive=encode(host, clip, "a lighthouse"),
-            latent_image=latent(host),
-            seed=1,
-            steps=8,
-            sampler_name="euler",
-            shift=3.0,
-            denoise=1.0,
-        )
+        turbo_sampler(host, patched, encode(host, clip, "a lighthouse"), latent(host), seed=1, steps=8, shift=3.0)
     message = str(error.value)
     assert "Z-Image Turbo Sampler" in message and "step 6 of 8" in message and "bf16" in message, message
 
@@ -322,7 +273,7 @@ def test_no_device_to_host_read_per_step(host, base_setup, pack_nodes, monkeypat
 
     counts = {}
     for steps in (2, 5):
-        sigmas = call(host, "BasicScheduler", model=model, scheduler="simple", steps=steps, denoise=1.0)[0]
+        sigmas = host.call("BasicScheduler", model=model, scheduler="simple", steps=steps, denoise=1.0)[0]
         _custom_sample(host, model, _guided(pack_nodes, model, positive, negative), sigmas, lat)  # verified here
         reads.clear()
         guider = _guided(pack_nodes, model, positive, negative)
@@ -337,7 +288,6 @@ def test_guider_with_normalization_and_truncation_equals_diffusers_pipeline(host
     """Same weights in both implementations: a diffusers-format DiT (sizes where diffusers and
     ComfyUI build the same function) loaded by ZImageLoader, sampled through our guider with the
     reference's sigma grid, against ZImagePipeline with the same caption embeddings and noise."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline
     from tiny_models import CROSS, diffusers_transformer, save_safetensors
 
     from zimage_nodes.core.guidance import cfg_to_guidance
@@ -349,8 +299,7 @@ def test_guider_with_normalization_and_truncation_equals_diffusers_pipeline(host
     folder = models_root / "diffusion_models" / "zimage_cross_test" / "transformer"
     folder.mkdir(parents=True, exist_ok=True)
     save_safetensors(folder / "diffusion_pytorch_model.safetensors", transformer.state_dict())
-    model = call(
-        host,
+    model = host.call(
         "ZINodesLoader",
         diffusion_model="zimage_cross_test/",
         text_encoder=names["text_encoder"],
@@ -368,29 +317,19 @@ def test_guider_with_normalization_and_truncation_equals_diffusers_pipeline(host
     guider = guider_module.ZImageGuider(model, cfg, normalization, truncation)
     guider.set_conds([[pos, {}]], [[neg, {}]])
     ours = _custom_sample(host, model, guider, zimage_sigmas(steps, 6.0), lat, seed=11)
-    noise = call(host, "RandomNoise", noise_seed=11)[0].generate_noise(lat)
+    noise = host.call("RandomNoise", noise_seed=11)[0].generate_noise(lat)
 
-    pipe = ZImagePipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=6.0, use_dynamic_shifting=False),
-        vae=None,
-        text_encoder=None,
-        tokenizer=None,
-        transformer=transformer,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    reference = pipe(
-        prompt_embeds=[pos[0]],
-        negative_prompt_embeds=[neg[0]],
-        latents=noise.clone(),
-        height=64,
-        width=64,
-        num_inference_steps=steps,
-        guidance_scale=cfg_to_guidance(cfg),
+    reference = zimage_pipeline(
+        transformer,
+        [pos[0]],
+        [neg[0]],
+        noise,
+        steps=steps,
+        shift=6.0,
+        guidance=cfg_to_guidance(cfg),
         cfg_normalization=normalization,
         cfg_truncation=truncation,
-        output_type="latent",
-        return_dict=False,
-    )[0]
+    )
     # ComfyUI hands back latents in the VAE's space; undo the Flux latent format to compare.
     ours_raw = (ours - 0.1159) * 0.3611
     assert 0 < guider.calls["batched"] < steps  # truncation really switched guidance off late
@@ -403,7 +342,7 @@ def test_cfg_1_never_evaluates_the_negative_and_comfyui_cfg_hooks_still_run(
     model, clip, _, _ = loaded("base")
     positive, negative = encode(host, clip, "a teapot"), encode(host, clip, "blurry")
     lat = latent(host)
-    sigmas = call(host, "BasicScheduler", model=model, scheduler="simple", steps=4, denoise=1.0)[0]
+    sigmas = host.call("BasicScheduler", model=model, scheduler="simple", steps=4, denoise=1.0)[0]
     seen = {"pre": [], "post": []}
     patched = model.clone()
     patched.set_model_sampler_pre_cfg_function(
@@ -445,18 +384,7 @@ def test_turbo_sampler_stops_on_interrupt_like_ksampler(host, loaded, monkeypatc
     monkeypatch.setattr(lumina.NextDiT, "forward", interrupt_after_two)
     try:
         with pytest.raises(mm.InterruptProcessingException):
-            call(
-                host,
-                "ZINodesTurboSampler",
-                model=model,
-                positive=positive,
-                latent_image=latent(host),
-                seed=1,
-                steps=8,
-                sampler_name="euler",
-                shift=3.0,
-                denoise=1.0,
-            )
+            turbo_sampler(host, model, positive, latent(host), seed=1, steps=8, shift=3.0)
     finally:
         mm.interrupt_current_processing(False)
     assert len(calls) == 2
@@ -464,8 +392,7 @@ def test_turbo_sampler_stops_on_interrupt_like_ksampler(host, loaded, monkeypatc
 
 def test_fp8_weight_dtype_loads_and_samples(host, demo_models):
     _, names = demo_models
-    model, clip, _, steps, _ = call(
-        host,
+    model, clip, _, steps, _ = host.call(
         "ZINodesLoader",
         diffusion_model=names["turbo"],
         text_encoder=names["text_encoder"],
@@ -474,37 +401,24 @@ def test_fp8_weight_dtype_loads_and_samples(host, demo_models):
         weight_dtype="fp8_e4m3fn",
     )
     assert model.model.diffusion_model.layers[0].attention.qkv.weight.dtype == torch.float8_e4m3fn
-    out = call(
-        host,
-        "ZINodesTurboSampler",
-        model=model,
-        positive=encode(host, clip, "a boat"),
-        latent_image=latent(host),
-        seed=1,
-        steps=2,
-        sampler_name="euler",
-        shift=3.0,
-        denoise=1.0,
-    )[0]["samples"]
+    out = turbo_sampler(host, model, encode(host, clip, "a boat"), latent(host), seed=1, steps=2, shift=3.0)["samples"]
     assert out.shape == (1, 16, 8, 8) and torch.isfinite(out).all()
 
 
 def test_scheduler_gives_the_reference_grid_where_comfyui_simple_does_not(host, loaded):
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
     model, _, _, _ = loaded("base")
-    reference = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=6.0, use_dynamic_shifting=False)
+    reference = reference_scheduler(6.0)
     reference.set_timesteps(sigmas=torch.linspace(1.0, 1 / 28, 28).tolist())
-    ours = call(host, "ZINodesScheduler", model=model, steps=28, denoise=1.0)[0]
-    simple = call(host, "BasicScheduler", model=model, scheduler="simple", steps=28, denoise=1.0)[0]
+    ours = host.call("ZINodesScheduler", model=model, steps=28, denoise=1.0)[0]
+    simple = host.call("BasicScheduler", model=model, scheduler="simple", steps=28, denoise=1.0)[0]
     assert torch.equal(ours, reference.sigmas)
     assert (simple - ours).abs().max() > 1e-3  # why the node exists
-    eight = call(host, "ZINodesScheduler", model=model, steps=8, denoise=1.0)[0]
+    eight = host.call("ZINodesScheduler", model=model, steps=8, denoise=1.0)[0]
     assert torch.allclose(
-        eight, call(host, "BasicScheduler", model=model, scheduler="simple", steps=8, denoise=1.0)[0], atol=1e-6
+        eight, host.call("BasicScheduler", model=model, scheduler="simple", steps=8, denoise=1.0)[0], atol=1e-6
     )
-    half = call(host, "ZINodesScheduler", model=model, steps=4, denoise=0.5)[0]
-    assert torch.equal(half, call(host, "ZINodesScheduler", model=model, steps=8, denoise=1.0)[0][-5:])
+    half = host.call("ZINodesScheduler", model=model, steps=4, denoise=0.5)[0]
+    assert torch.equal(half, host.call("ZINodesScheduler", model=model, steps=8, denoise=1.0)[0][-5:])
 
 
 def test_scheduler_refuses_a_model_without_flow_shift(host, loaded):
@@ -518,4 +432,4 @@ def test_scheduler_refuses_a_model_without_flow_shift(host, loaded):
 
     eps.add_object_patch("model_sampling", EpsSampling(model.model.model_config))
     with pytest.raises(ValueError, match="BasicScheduler"):
-        call(host, "ZINodesScheduler", model=eps, steps=8, denoise=1.0)
+        host.call("ZINodesScheduler", model=eps, steps=8, denoise=1.0)

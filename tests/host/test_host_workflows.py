@@ -3,12 +3,10 @@ definitions the editor receives, the UI->API conversion validates with ComfyUI's
 the Z-Image graphs run end to end through the runner on demo weights, and the runner's CLI works."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from comfy_host import run_workflow_cli
 
 from zimage_nodes.tools import workflow_convert as wc
 
@@ -19,7 +17,6 @@ WORKFLOW_DIR = PACK_DIR / "example_workflows"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
 ZIMAGE_WORKFLOWS = [p for p in WORKFLOWS if p.name.startswith("z_image")]
 SD_WORKFLOW = WORKFLOW_DIR / "sd_negative_prompt_cfg.json"
-RUNNER = PACK_DIR / "tools" / "run_workflow.py"
 PNG = b"\x89PNG\r\n\x1a\n"
 SMALL = [("EmptySD3LatentImage", "width", 64), ("EmptySD3LatentImage", "height", 64)]
 FEWER_STEPS = [("ZINodesScheduler", "steps", 3)]  # the Turbo sampler's steps stay wired to the loader (8)
@@ -195,7 +192,9 @@ def test_zimage_workflow_runs_end_to_end_through_the_runner(runner_server, path,
     data = load(path)
     sets = SMALL + FEWER_STEPS if "ZINodesScheduler" in json.dumps(data) else SMALL
     args = [a for node, name, value in sets for a in ("--set", f"{node}.{name}={value}")]
-    proc = run_cli(str(path), "--demo-weights", "--server", runner_server.url, "--output", str(tmp_path), *args)
+    proc = run_workflow_cli(
+        str(path), "--demo-weights", "--server", runner_server.url, "--output", str(tmp_path), *args
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     saves = [n for n in data["nodes"] if n["type"] == "SaveImage" and n.get("mode", 0) == 0]
     pngs = sorted(tmp_path.glob("*.png"))
@@ -209,7 +208,7 @@ def test_demo_weights_refuse_to_stand_in_for_other_loaders(host, demo_models, tm
     from comfy_host import COMFYUI
 
     root, _ = demo_models
-    proc = run_cli(
+    proc = run_workflow_cli(
         str(SD_WORKFLOW), "--comfyui", str(COMFYUI), "--demo-weights", "--demo-dir", str(root),
         "--output", str(tmp_path),
     )  # fmt: skip
@@ -218,23 +217,11 @@ def test_demo_weights_refuse_to_stand_in_for_other_loaders(host, demo_models, tm
     assert not list(tmp_path.iterdir())
 
 
-def run_cli(*args, cwd=PACK_DIR, timeout=600):
-    env = {k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"}
-    return subprocess.run(
-        [sys.executable, str(RUNNER), *args, "--no-progress"],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def test_cli_makes_two_demo_images(host, tmp_path):
     from comfy_host import COMFYUI
 
     out = tmp_path / "out"
-    proc = run_cli(
+    proc = run_workflow_cli(
         "example_workflows/z_image_turbo_text_to_image.json",
         "--comfyui",
         str(COMFYUI),
@@ -257,7 +244,7 @@ def test_cli_makes_two_demo_images(host, tmp_path):
 
 
 def test_cli_failure_names_the_node_and_exits_non_zero(runner_server, tmp_path):
-    proc = run_cli(
+    proc = run_workflow_cli(
         "example_workflows/z_image_turbo_text_to_image.json",
         "--server",
         runner_server.url,
@@ -279,7 +266,7 @@ def test_cli_hint_only_for_missing_model_files(host, demo_models, tmp_path):
     from comfy_host import COMFYUI
 
     root, _ = demo_models
-    proc = run_cli(
+    proc = run_workflow_cli(
         "example_workflows/z_image_turbo_text_to_image.json", "--comfyui", str(COMFYUI), "--demo-weights",
         "--demo-dir", str(root), "--set", "Z-Image Turbo Sampler.sampler_name=not_a_sampler",
         "--validate-only",
@@ -299,7 +286,7 @@ def test_cli_validates_the_sd_workflow_with_placeholders_only(host, demo_models,
         (demo / kind).mkdir()
         for f in (root / kind).iterdir():
             (demo / kind / f.name).symlink_to(f)
-    check = run_cli(
+    check = run_workflow_cli(
         str(SD_WORKFLOW),
         "--comfyui",
         str(COMFYUI),

@@ -6,6 +6,8 @@ import importlib
 import pytest
 import torch
 
+from zimage_nodes.tools.sampling_paths import nag_model, turbo_sampler
+
 pytestmark = pytest.mark.host
 
 TOL = 1e-5
@@ -238,25 +240,12 @@ def _cond(c):
 
 
 def _turbo(host, model, positive, seed=3, batch=1, hw=(8, 8)):
-    cls = host.node_class("ZINodesTurboSampler")
     latent = {"samples": torch.zeros((batch, 16, *hw))}
-    return cls.execute(
-        model=model,
-        positive=positive,
-        latent_image=latent,
-        seed=seed,
-        steps=STEPS,
-        sampler_name="euler",
-        shift=3.0,
-        denoise=1.0,
-    ).args[0]["samples"]
+    return turbo_sampler(host, model, positive, latent, seed=seed, steps=STEPS, shift=3.0)["samples"]
 
 
 def _nag_model(host, model, negative, scale=5.0, tau=2.5, alpha=0.25, sigma_end=0.0):
-    cls = host.node_class("ZINodesNAG")
-    return cls.execute(
-        model=model, negative=negative, nag_scale=scale, nag_tau=tau, nag_alpha=alpha, nag_sigma_end=sigma_end
-    ).args[0]
+    return nag_model(host, model, negative, scale=scale, tau=tau, alpha=alpha, sigma_end=sigma_end)
 
 
 @pytest.fixture(scope="module")

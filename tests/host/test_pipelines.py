@@ -5,14 +5,12 @@ hint, and conversion with a server's /object_info matching conversion with the h
 
 import csv
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from comfy_host import run_workflow_cli, start_workflow_cli
 
 from zimage_nodes.tools import comfy_server as cs
 from zimage_nodes.tools import pipeline as pl
@@ -21,7 +19,6 @@ from zimage_nodes.tools import workflow_convert as wc
 pytestmark = pytest.mark.host
 
 PACK_DIR = Path(__file__).resolve().parents[2]
-RUNNER = PACK_DIR / "tools" / "run_workflow.py"
 TURBO = PACK_DIR / "example_workflows" / "z_image_turbo_text_to_image.json"
 PNG = b"\x89PNG\r\n\x1a\n"
 SMALL = ["EmptySD3LatentImage.width=64", "EmptySD3LatentImage.height=64", "Z-Image Turbo Sampler.steps=2"]
@@ -47,18 +44,6 @@ def servers(demo_models, tmp_path_factory):
     yield started
     for server in started:
         server.stop()
-
-
-def run_cli(*args, timeout=600):
-    env = {k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"}
-    return subprocess.run(
-        [sys.executable, str(RUNNER), *args, "--no-progress"],
-        cwd=PACK_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def server_args(servers):
@@ -92,7 +77,7 @@ def test_csv_job_runs_across_both_servers_then_resume_queues_nothing(servers, tm
     prompts = write_csv(tmp_path / "prompts.csv", SIX_ROWS)
     out = tmp_path / "out"
     args = [str(TURBO), "--demo-weights", "--prompts", str(prompts), "--count", "2", "--output", str(out)]
-    proc = run_cli(*args, *server_args(servers), *set_args(SMALL))
+    proc = run_workflow_cli(*args, *server_args(servers), *set_args(SMALL))
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
     records = manifest(out)
@@ -114,7 +99,7 @@ def test_csv_job_runs_across_both_servers_then_resume_queues_nothing(servers, tm
     assert "images / minute" in proc.stdout and "done on " + servers[1].url in proc.stdout
 
     before = [history_count(s) for s in servers]
-    again = run_cli(*args, "--resume", *server_args(servers), *set_args(SMALL))
+    again = run_workflow_cli(*args, "--resume", *server_args(servers), *set_args(SMALL))
     assert again.returncode == 0, again.stdout + again.stderr
     assert "resume: 12 of 12 item(s) already done" in again.stdout
     assert [history_count(s) for s in servers] == before  # nothing was queued
@@ -129,7 +114,7 @@ def test_a_bad_row_fails_alone_with_its_node_named(servers, tmp_path):
     ]
     prompts = write_csv(tmp_path / "prompts.csv", rows)
     out = tmp_path / "out"
-    proc = run_cli(
+    proc = run_workflow_cli(
         str(TURBO), "--demo-weights", "--prompts", str(prompts), "--output", str(out),
         *server_args(servers), *set_args(SMALL),
     )  # fmt: skip
@@ -146,7 +131,7 @@ def test_a_bad_row_fails_alone_with_its_node_named(servers, tmp_path):
 
 
 def test_a_server_without_the_files_is_refused_with_the_hint(servers, tmp_path):
-    proc = run_cli(str(TURBO), "--output", str(tmp_path), "--server", servers[0].url)  # real file names
+    proc = run_workflow_cli(str(TURBO), "--output", str(tmp_path), "--server", servers[0].url)  # real file names
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert f"server {servers[0].url} refused" in proc.stderr
     assert "model file missing: diffusion_models/z_image_turbo_bf16.safetensors" in proc.stderr
@@ -156,15 +141,17 @@ def test_a_server_without_the_files_is_refused_with_the_hint(servers, tmp_path):
 
 def test_an_unreachable_server_is_refused(servers, tmp_path):
     dead = f"http://127.0.0.1:{cs.free_port()}"
-    proc = run_cli(str(TURBO), "--demo-weights", "--output", str(tmp_path), "--server", dead, *set_args(SMALL))
+    proc = run_workflow_cli(str(TURBO), "--demo-weights", "--output", str(tmp_path), "--server", dead, *set_args(SMALL))
     assert proc.returncode == 2 and dead in proc.stderr and "not reachable" in proc.stderr
 
 
 def test_validate_only_queues_nothing(servers, tmp_path):
     before = history_count(servers[0])
-    ok = run_cli(str(TURBO), "--demo-weights", "--validate-only", "--server", servers[0].url)
+    ok = run_workflow_cli(str(TURBO), "--demo-weights", "--validate-only", "--server", servers[0].url)
     assert ok.returncode == 0 and "valid: 6 nodes, output nodes 7" in ok.stdout, ok.stdout + ok.stderr
-    bad = run_cli(str(TURBO), "--demo-weights", "--validate-only", "--server", servers[0].url, "--set", "4.width=7")
+    bad = run_workflow_cli(
+        str(TURBO), "--demo-weights", "--validate-only", "--server", servers[0].url, "--set", "4.width=7"
+    )
     assert bad.returncode == 1 and "node 4 (EmptySD3LatentImage)" in bad.stderr and "width" in bad.stderr
     time.sleep(1)
     assert history_count(servers[0]) == before
@@ -200,12 +187,9 @@ def test_stopping_a_server_mid_job_hands_its_items_to_the_other(demo_models, ser
     try:
         prompts = write_csv(tmp_path / "prompts.csv", SIX_ROWS)
         out = tmp_path / "out"
-        env = {k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"}
-        job = subprocess.Popen(
-            [sys.executable, str(RUNNER), str(TURBO), "--demo-weights", "--prompts", str(prompts), "--count", "2",
-             "--output", str(out), "--server", servers[0].url, "--server", doomed.url, "--no-progress",
-             *set_args(SMALL)],
-            cwd=PACK_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        job = start_workflow_cli(
+            str(TURBO), "--demo-weights", "--prompts", str(prompts), "--count", "2",
+            "--output", str(out), "--server", servers[0].url, "--server", doomed.url, *set_args(SMALL),
         )  # fmt: skip
         try:
             # Stop it once it has finished an item (so it had work) while the job is far from done.
@@ -245,7 +229,7 @@ def test_an_item_past_its_timeout_fails_and_is_taken_back(servers, tmp_path):
     # Far past 3 s on any machine: 100 steps over 4096 image tokens (at 128x128 an idle machine
     # finished inside the timeout).
     slow = ["Z-Image Turbo Sampler.steps=100", "EmptySD3LatentImage.width=1024", "EmptySD3LatentImage.height=1024"]
-    proc = run_cli(
+    proc = run_workflow_cli(
         str(TURBO), "--demo-weights", "--output", str(out), "--server", servers[0].url, "--timeout", "3",
         *set_args(slow),
     )  # fmt: skip
@@ -259,14 +243,12 @@ def test_ctrl_c_interrupts_every_server_and_leaves_a_consistent_manifest(servers
     rows = [{"Positive.text": f"a boat {i}"} for i in range(4)]
     prompts = write_csv(tmp_path / "prompts.csv", rows)
     out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"}
     # Larger images and more steps: items long enough to be caught in flight.
-    job = subprocess.Popen(
-        [sys.executable, str(RUNNER), str(TURBO), "--demo-weights", "--prompts", str(prompts), "--count", "2",
-         "--output", str(out), *server_args(servers), "--no-progress",
-         "--set", "Z-Image Turbo Sampler.steps=30", "--set", "EmptySD3LatentImage.width=128",
-         "--set", "EmptySD3LatentImage.height=128"],
-        cwd=PACK_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    job = start_workflow_cli(
+        str(TURBO), "--demo-weights", "--prompts", str(prompts), "--count", "2",
+        "--output", str(out), *server_args(servers),
+        "--set", "Z-Image Turbo Sampler.steps=30", "--set", "EmptySD3LatentImage.width=128",
+        "--set", "EmptySD3LatentImage.height=128",
     )  # fmt: skip
     try:
 

@@ -3,6 +3,7 @@ NextDiT forwards on a tiny random Z-Image model built with ComfyUI's classes."""
 
 import pytest
 import torch
+from tiny_models import lumina2_comfy_dit
 
 from zimage_nodes.tools import demo_weights
 from zimage_nodes.tools.demo_weights import fill_random
@@ -197,23 +198,7 @@ def test_can_batch_rejections(host, zimage, mod):
     assert not ok and "NextDiT" in why
 
     # Lumina 2 like: no pad tokens, classic modulation
-    import comfy.ldm.lumina.model
-    import comfy.ops
-
-    lumina = comfy.ldm.lumina.model.NextDiT(
-        patch_size=2,
-        in_channels=16,
-        dim=256,
-        n_layers=1,
-        n_refiner_layers=1,
-        n_heads=2,
-        n_kv_heads=2,
-        qk_norm=True,
-        cap_feat_dim=64,
-        axes_dims=[32, 48, 48],
-        operations=comfy.ops.disable_weight_init,
-    )
-    ok, why = mod.can_batch(lumina, {})
+    ok, why = mod.can_batch(lumina2_comfy_dit(), {})
     assert not ok and "pad_tokens_multiple" in why
 
 

@@ -24,6 +24,8 @@ import bench_common as bc
 import bench_sampling as bs
 import torch
 
+from zimage_nodes.tools import sampling_paths
+
 
 def comfy_model(size: dict, device, dtype=torch.bfloat16, seed: int = 0):
     """ComfyUI ModelPatcher of a random Z-Image DiT built on `device` (as the loader builds it,
@@ -130,42 +132,27 @@ def _comfy_rows(host, result: dict, size: dict, device, pos, neg, latent, rounds
     result["weights_bytes"] = _allocated() - before
     hm = bs.host_model_module(host)
     base_model = hm.with_flow_shift(model, base_shift)
-    sampler = bs.call_node(host, "KSamplerSelect", sampler_name="euler")[0]
-    noise = bs.call_node(host, "RandomNoise", noise_seed=seed)[0]
-    base_sigmas = bs.call_node(
-        host, "BasicScheduler", model=base_model, scheduler="simple", steps=base_steps, denoise=1.0
-    )[0]
+    sampler = host.call("KSamplerSelect", sampler_name="euler")[0]
+    noise = host.call("RandomNoise", noise_seed=seed)[0]
+    base_sigmas = host.call("BasicScheduler", model=base_model, scheduler="simple", steps=base_steps, denoise=1.0)[0]
     zero_neg = bs.zero_out(pos)
 
     def turbo_ours():
-        return bs.turbo_sampler(host, model, pos, latent, turbo_steps, seed, turbo_shift)
+        return sampling_paths.turbo_sampler(host, model, pos, latent, seed=seed, steps=turbo_steps, shift=turbo_shift)
 
     def turbo_native():
-        return bs.native_ksampler(host, model, pos, zero_neg, latent, turbo_steps, 1.0, seed, turbo_shift)
+        return sampling_paths.template_ksampler(
+            host, model, pos, zero_neg, latent, steps=turbo_steps, cfg=1.0, seed=seed, shift=turbo_shift
+        )
 
     def base_ours():
-        g = bs.call_node(
-            host,
-            "ZINodesCFGGuider",
-            model=base_model,
-            positive=pos,
-            negative=neg,
-            cfg=cfg,
-            cfg_normalization=0.0,
-            cfg_truncation=1.0,
-        )[0]
-        return bs.call_node(
-            host,
-            "SamplerCustomAdvanced",
-            noise=noise,
-            guider=g,
-            sampler=sampler,
-            sigmas=base_sigmas,
-            latent_image=latent,
-        )[0]
+        g = sampling_paths.cfg_guider(host, base_model, pos, neg, cfg=cfg)
+        return sampling_paths.custom_advanced(host, g, base_sigmas, latent, noise=noise, sampler=sampler)
 
     def base_native():
-        return bs.native_ksampler(host, model, pos, neg, latent, base_steps, cfg, seed, base_shift)
+        return sampling_paths.template_ksampler(
+            host, model, pos, neg, latent, steps=base_steps, cfg=cfg, seed=seed, shift=base_shift
+        )
 
     comfy_paths = {
         ("Turbo", "ours: ZImageTurboSampler"): turbo_ours,
@@ -181,8 +168,6 @@ def _diffusers_rows(result: dict, size: dict, device, pos, neg, rounds: int, see
     turbo_steps, base_steps, cfg, side = result["turbo_steps"], result["base_steps"], result["cfg"], result["side"]
     base_shift, turbo_shift = result["base_shift"], result["turbo_shift"]
     latent_side = side // 8
-    from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline
-
     tr = diffusers_transformer(size, device)
     dpos = [pos[0][0][0].to(device=device, dtype=torch.bfloat16)]
     dneg = [neg[0][0][0].to(device=device, dtype=torch.bfloat16)]
@@ -191,20 +176,7 @@ def _diffusers_rows(result: dict, size: dict, device, pos, neg, rounds: int, see
 
     def pipe_run(steps, guidance, shift):
         def fn():
-            sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift, use_dynamic_shifting=False)
-            pipe = ZImagePipeline(scheduler=sched, vae=None, text_encoder=None, tokenizer=None, transformer=tr)
-            pipe.set_progress_bar_config(disable=True)
-            return pipe(
-                prompt_embeds=dpos,
-                negative_prompt_embeds=dneg,
-                latents=dlatents.clone(),
-                height=side,
-                width=side,
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                output_type="latent",
-                return_dict=False,
-            )[0]
+            return sampling_paths.zimage_pipeline(tr, dpos, dneg, dlatents, steps=steps, shift=shift, guidance=guidance)
 
         return fn
 

@@ -42,8 +42,9 @@ from torch.multiprocessing.reductions import StorageWeakRef  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils._pytree import tree_flatten  # noqa: E402
 
+from zimage_nodes.tools import demo_weights, sampling_paths  # noqa: E402  (importable once bench_common loaded the pack)
+
 CPU_SIZE = dict(dim=1152, n_layers=2, n_refiner_layers=1, n_heads=9, cap_feat_dim=64)
-TINY_SIZE = dict(dim=256, n_layers=1, n_refiner_layers=1, n_heads=2, cap_feat_dim=64)
 STEPS, SHIFT, CFG, SEED = 8, 3.0, 2.0, 42
 POS_TOKENS, NEG_TOKENS = 100, 60  # pad to 128 and 64
 TARGETS = {"cpu": 1.30, "gpu": 1.25}
@@ -172,40 +173,25 @@ def run(host, size: dict, side: int, rounds: int, device_kind: str) -> dict:
     if not ok:
         raise SystemExit(f"bench_nag: NAG self-check failed on this host: {why}")
 
-    def nag_model(sigma_end):
-        return bs.call_node(
-            host,
-            "ZINodesNAG",
-            model=model,
-            negative=neg,
-            nag_scale=5.0,
-            nag_tau=2.5,
-            nag_alpha=0.25,
-            nag_sigma_end=sigma_end,
-        )[0]
-
-    models = {"plain": model, "nag": nag_model(0.0), "nag_def": nag_model(0.75)}
+    models = {
+        "plain": model,
+        "nag": sampling_paths.nag_model(host, model, neg, sigma_end=0.0),
+        "nag_def": sampling_paths.nag_model(host, model, neg),
+    }
     out = {}
 
     def turbo(name):
         def fn():
-            out[name] = bs.call_node(
-                host,
-                "ZINodesTurboSampler",
-                model=models[name],
-                positive=pos,
-                latent_image=latent,
-                seed=SEED,
-                steps=STEPS,
-                sampler_name="euler",
-                shift=SHIFT,
-                denoise=1.0,
-            )[0]["samples"]
+            out[name] = sampling_paths.turbo_sampler(
+                host, models[name], pos, latent, seed=SEED, steps=STEPS, shift=SHIFT
+            )["samples"]
 
         return fn
 
     def cfg():
-        out["cfg"] = bs.native_ksampler(host, model, pos, neg, latent, STEPS, CFG, SEED, SHIFT)["samples"]
+        out["cfg"] = sampling_paths.template_ksampler(
+            host, model, pos, neg, latent, steps=STEPS, cfg=CFG, seed=SEED, shift=SHIFT
+        )["samples"]
 
     fns = {"plain": turbo("plain"), "nag": turbo("nag"), "nag_def": turbo("nag_def"), "cfg": cfg}
     counts, peaks = {}, {}
@@ -322,11 +308,9 @@ def main(argv=None):
     host = bc.boot_host(args.comfyui, cpu=not gpu)
     logging.getLogger().setLevel(logging.ERROR)
     if gpu:
-        import bench_gpu
-
-        r = run(host, bench_gpu.FULL, 1024, args.rounds, "gpu")
+        r = run(host, demo_weights.FULL, 1024, args.rounds, "gpu")
     elif args.gpu_dry_run:
-        r = run(host, TINY_SIZE, 128, 1, "gpu")
+        r = run(host, demo_weights.TINY, 128, 1, "gpu")
     else:
         r = run(host, CPU_SIZE, 256 if args.quick else 512, 1 if args.quick else args.rounds, "cpu")
     text = report(r, bc.machine(host.version, "cuda" if gpu else "cpu"))

@@ -1,6 +1,7 @@
 """Sections 1 and 2: the pack's sampling nodes against ComfyUI's own, on the same model, latent,
 noise and sigmas. Nodes are called the way ComfyUI's executor calls them (V3 `execute`, V1
-FUNCTION), without the executor's caching around them."""
+FUNCTION: `Host.call`), without the executor's caching around them; the paths compared are those
+of tools/sampling_paths.py, which the parity tests run too."""
 
 from __future__ import annotations
 
@@ -9,15 +10,7 @@ import sys
 import bench_common as bc
 import torch
 
-
-def call_node(host, node_id: str, **inputs):
-    """Run one node (V3 or V1) and return its outputs as a tuple."""
-    from comfy_api.latest import io
-
-    cls = host.node_class(node_id)
-    if isinstance(cls, type) and issubclass(cls, io.ComfyNode):
-        return tuple(cls.execute(**inputs).args)
-    return tuple(getattr(cls(), cls.FUNCTION)(**inputs))
+from zimage_nodes.tools import sampling_paths
 
 
 def host_model_module(host):
@@ -49,42 +42,6 @@ def empty_latent(latent_side: int, batch: int = 1, device="cpu"):
     return {"samples": torch.zeros(batch, 16, latent_side, latent_side, device=device)}
 
 
-def turbo_sampler(host, model, pos, latent, steps: int, seed: int, shift: float):
-    """The pack's Turbo path: ZINodesTurboSampler (euler); returns the LATENT."""
-    return call_node(
-        host,
-        "ZINodesTurboSampler",
-        model=model,
-        positive=pos,
-        latent_image=latent,
-        seed=seed,
-        steps=steps,
-        sampler_name="euler",
-        shift=shift,
-        denoise=1.0,
-    )[0]
-
-
-def native_ksampler(host, model, pos, neg, latent, steps: int, cfg: float, seed: int, shift: float):
-    """ComfyUI's own path, as its Z-Image templates wire it: ModelSamplingAuraFlow(shift) + KSampler
-    (euler, simple); returns the LATENT."""
-    m = call_node(host, "ModelSamplingAuraFlow", model=model, shift=shift)[0]
-    return call_node(
-        host,
-        "KSampler",
-        model=m,
-        seed=seed,
-        steps=steps,
-        cfg=cfg,
-        sampler_name="euler",
-        scheduler="simple",
-        positive=pos,
-        negative=neg,
-        latent_image=latent,
-        denoise=1.0,
-    )[0]
-
-
 def _max_diff(a, b) -> float:
     return float((a.float() - b.float()).abs().max())
 
@@ -99,10 +56,14 @@ def turbo(host, model, pos, latent, steps: int, rounds: int, seed: int = 42, shi
     out = {}
 
     def ours():
-        out["ours"] = turbo_sampler(host, model, pos, latent, steps, seed, shift)["samples"]
+        out["ours"] = sampling_paths.turbo_sampler(host, model, pos, latent, seed=seed, steps=steps, shift=shift)[
+            "samples"
+        ]
 
     def official():
-        out["official"] = native_ksampler(host, model, pos, neg, latent, steps, 1.0, seed, shift)["samples"]
+        out["official"] = sampling_paths.template_ksampler(
+            host, model, pos, neg, latent, steps=steps, cfg=1.0, seed=seed, shift=shift
+        )["samples"]
 
     fns = {"official": official, "ours": ours}
     counts = _count_calls(fns)
@@ -158,38 +119,21 @@ def guided(
     hm = host_model_module(host)
     guider_mod = bc.pack_module(host, "ZINodesCFGGuider")
     base = hm.with_flow_shift(model, shift)  # what the Z-Image Loader outputs for Base
-    sigmas = call_node(host, "BasicScheduler", model=base, scheduler="simple", steps=steps, denoise=1.0)[0]
-    sampler = call_node(host, "KSamplerSelect", sampler_name="euler")[0]
-    noise = call_node(host, "RandomNoise", noise_seed=seed)[0]
+    sigmas = host.call("BasicScheduler", model=base, scheduler="simple", steps=steps, denoise=1.0)[0]
+    sampler = host.call("KSamplerSelect", sampler_name="euler")[0]
+    noise = host.call("RandomNoise", noise_seed=seed)[0]
     out, guiders = {}, {}
 
     def make(name, kind, truncation, batched):
         def run():
             if kind == "comfy":
-                g = call_node(host, "CFGGuider", model=base, positive=pos, negative=neg, cfg=cfg)[0]
+                g = host.call("CFGGuider", model=base, positive=pos, negative=neg, cfg=cfg)[0]
             elif kind == "node":
-                g = call_node(
-                    host,
-                    "ZINodesCFGGuider",
-                    model=base,
-                    positive=pos,
-                    negative=neg,
-                    cfg=cfg,
-                    cfg_normalization=0.0,
-                    cfg_truncation=truncation,
-                )[0]
+                g = sampling_paths.cfg_guider(host, base, pos, neg, cfg=cfg, truncation=truncation)
             else:
                 g = guider_mod.ZImageGuider(base, cfg, 0.0, truncation, batched=batched)
                 g.set_conds(pos, neg)
-            out[name] = call_node(
-                host,
-                "SamplerCustomAdvanced",
-                noise=noise,
-                guider=g,
-                sampler=sampler,
-                sigmas=sigmas,
-                latent_image=latent,
-            )[0]["samples"]
+            out[name] = sampling_paths.custom_advanced(host, g, sigmas, latent, noise=noise, sampler=sampler)["samples"]
             guiders[name] = g
 
         return run

@@ -41,30 +41,22 @@ import torch  # noqa: E402
 CPU_MODEL = dict(dim=512, n_layers=2, n_refiner_layers=1, n_heads=4, cap_feat_dim=64)
 POS_TOKENS, NEG_TOKENS = 60, 20
 
-FULL = dict(
-    side=256,
-    turbo_steps=8,
-    turbo_rounds=7,
-    guided_steps=28,
-    guided_rounds=4,
-    overhead_rounds=31,
-    blend_rounds=15,
-    blend_calls=20,
-    inspect_reps=30,
-    gpu_rounds=3,
-)
-QUICK = dict(
-    side=128,
-    turbo_steps=8,
-    turbo_rounds=2,
-    guided_steps=8,
-    guided_rounds=1,
-    overhead_rounds=5,
-    blend_rounds=3,
-    blend_calls=5,
-    inspect_reps=5,
-    gpu_rounds=1,
-)
+# Sizes and repetitions: a full run (the one RESULTS.md quotes) and --quick (a smoke run), as one
+# table so each knob's two values sit side by side.
+_PRESETS = {  # knob: (full, quick)
+    "side": (256, 128),
+    "turbo_steps": (8, 8),
+    "turbo_rounds": (7, 2),
+    "guided_steps": (28, 8),
+    "guided_rounds": (4, 1),
+    "overhead_rounds": (31, 5),
+    "blend_rounds": (15, 3),
+    "blend_calls": (20, 5),
+    "inspect_reps": (30, 5),
+    "gpu_rounds": (3, 1),
+}
+FULL = {knob: full for knob, (full, _) in _PRESETS.items()}
+QUICK = {knob: quick for knob, (_, quick) in _PRESETS.items()}
 
 
 def parse_args(argv=None):
