@@ -20,7 +20,7 @@ import comfy.samplers
 import comfy.utils
 import torch
 
-from . import zimage_batched
+from . import host_model, zimage_batched
 from .forward_guard import ForwardGuard
 
 GUARD = ForwardGuard("Z-Image CFG Guider batched forward")
@@ -186,14 +186,7 @@ def _batched_diffusion_model(captions):
     def wrapper(executor, x, timesteps, context, num_tokens, attention_mask=None, **kwargs):
         device, dtype = x.device, context.dtype
         contexts = [c.to(device=device, dtype=dtype) for c in captions]
-        options = dict(kwargs.get("transformer_options") or {})
-        # This wrapper is the batched forward itself: the model below must not see it again.
-        wrappers = {}
-        for kind, by_key in options.get("wrappers", {}).items():
-            kept = {key: fns for key, fns in by_key.items() if key != _WRAPPER_KEY}
-            if kept:
-                wrappers[kind] = kept
-        options["wrappers"] = wrappers
+        options = host_model.without_wrapper(kwargs.get("transformer_options") or {}, _WRAPPER_KEY)
         return zimage_batched.batched_forward(executor.class_obj, x, timesteps, contexts, options)
 
     return wrapper

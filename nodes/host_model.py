@@ -138,6 +138,19 @@ def current_shift(model) -> float:
     return float(getattr(sampling, "shift", float("nan")))
 
 
+def without_wrapper(transformer_options: dict, key: str) -> dict:
+    """A copy of a model call's transformer_options without the wrappers registered under `key`: a
+    DIFFUSION_MODEL wrapper that runs its own forward must not have the model below it call it again."""
+    options = dict(transformer_options)
+    wrappers = {}
+    for kind, by_key in (options.get("wrappers") or {}).items():
+        kept = {k: fns for k, fns in by_key.items() if k != key}
+        if kept:
+            wrappers[kind] = kept
+    options["wrappers"] = wrappers
+    return options
+
+
 def tag_variant(model, variant_name: str, reason: str):
     model.model_options[VARIANT_KEY] = {"name": variant_name, "reason": reason}
 

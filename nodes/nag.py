@@ -42,17 +42,6 @@ def verified(diffusion_model, transformer_options: dict, device, dtype) -> tuple
     return zimage_nag.self_check(diffusion_model, transformer_options, device=device, dtype=dtype, guard=GUARD)
 
 
-def _without_own_wrapper(options: dict) -> dict:
-    options = dict(options)
-    wrappers = {}
-    for kind, by_key in (options.get("wrappers") or {}).items():
-        kept = {key: fns for key, fns in by_key.items() if key != WRAPPER_KEY}
-        if kept:
-            wrappers[kind] = kept
-    options["wrappers"] = wrappers
-    return options
-
-
 class NagPatch:
     """The wrapper's state: settings, the negative caption, and what happened (for tests and logs)."""
 
@@ -98,7 +87,7 @@ class NagPatch:
             return executor(x, timesteps, context, num_tokens, attention_mask, **kwargs)
 
         dm = executor.class_obj
-        inner = _without_own_wrapper(options)
+        inner = host_model.without_wrapper(options, WRAPPER_KEY)
         extra = {k: v for k, v in kwargs.items() if k != "transformer_options"}
         why = self.blocker(dm, x, attention_mask, inner, extra)
         if why is not None:
@@ -113,7 +102,7 @@ class NagPatch:
         per = B // chunks
         pos_rows = [c * per + j for c, kind in enumerate(cond_or_uncond) if kind == 0 for j in range(per)]
         other_rows = [r for r in range(B) if r not in set(pos_rows)]
-        timesteps = torch.as_tensor(timesteps, device=x.device).reshape(-1).expand(B)
+        timesteps = zimage_batched.batch_timesteps(timesteps, B, x.device)
         negative = self.negative.to(device=x.device, dtype=context.dtype)
         pos_ctx = [context[r] for r in pos_rows]
         neg_ctx = [negative[(r % per) % negative.shape[0]] for r in pos_rows]
