@@ -65,6 +65,7 @@ class _NagAttention:
         # (first pad row in window B, freqs [B, n_pad, 1, ...]) when image pad tokens need re-rotating.
         self.pad_rope = pad_rope
         self.calls = 0
+        self._masks = None  # (window A, window B) key masks: the same in every main layer
         self.uniform = len(set(pos_lens)) == 1 and len(set(neg_lens)) == 1
         if self.uniform:
             return
@@ -131,8 +132,12 @@ class _NagAttention:
             if end < self.S:
                 parts.append(out_a.new_zeros((B, self.S - end, out_a.shape[-1])))
             return torch.cat(parts, dim=1)
-        mask_a = zimage_batched.key_padding_mask([p + Ni for p in self.P], self.LA, q.dtype, q.device)
-        mask_b = zimage_batched.key_padding_mask([n + Ni for n in self.N], self.LB, q.dtype, q.device)
+        if self._masks is None or (self._masks[0].dtype, self._masks[0].device) != (q.dtype, q.device):
+            self._masks = (
+                zimage_batched.key_padding_mask([p + Ni for p in self.P], self.LA, q.dtype, q.device),
+                zimage_batched.key_padding_mask([n + Ni for n in self.N], self.LB, q.dtype, q.device),
+            )
+        mask_a, mask_b = self._masks
         qa, ka, va = (_gather_tokens(t, self.idx_a) for t in (q, k, v))
         out_a = self._attend(func, qa, ka, va, heads, mask_a, args, kwargs)
         qb, kb, vb = (_gather_tokens(t, self.idx_b) for t in (q, k, v))
