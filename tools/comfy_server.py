@@ -585,15 +585,10 @@ class ComfyClient:
                 self.close()
                 ws = None
                 continue
-            if text is None:
+            event = _prompt_event(text, prompt_id)
+            if event is None:
                 continue
-            try:
-                message = json.loads(text)
-            except ValueError:
-                continue
-            kind, data = message.get("type"), message.get("data") or {}
-            if isinstance(data, dict) and data.get("prompt_id") not in (None, prompt_id):
-                continue  # another prompt's event
+            kind, data = event
             if on_event is not None:
                 on_event(kind, data)
             if kind == "execution_error":
@@ -618,13 +613,9 @@ class ComfyClient:
                 return
             if text is None:
                 return
-            try:
-                message = json.loads(text)
-            except ValueError:
-                continue
-            data = message.get("data") or {}
-            if not isinstance(data, dict) or data.get("prompt_id") in (None, prompt_id):
-                on_event(message.get("type"), data)
+            event = _prompt_event(text, prompt_id)
+            if event is not None:
+                on_event(*event)
 
     def run(self, prompt: dict, on_event=None, timeout=None) -> dict:
         return self.wait(self.queue(prompt), on_event=on_event, timeout=timeout)
@@ -660,6 +651,21 @@ class ComfyClient:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _prompt_event(text: str | None, prompt_id: str) -> tuple[str, object] | None:
+    """(type, data) of a WebSocket message that concerns `prompt_id` (or no prompt in particular);
+    None for another prompt's event, an unreadable message or no message."""
+    if text is None:
+        return None
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return None
+    data = message.get("data") or {}
+    if isinstance(data, dict) and data.get("prompt_id") not in (None, prompt_id):
+        return None
+    return message.get("type"), data
 
 
 def _entry_done(entry: dict) -> bool:
