@@ -345,9 +345,7 @@ def expand_items(prompt: dict, rows: list[dict] | None, count: int, kind: str = 
             value = wc.parse_value(row[SEED_COLUMN]) if isinstance(row[SEED_COLUMN], str) else row[SEED_COLUMN]
             if isinstance(value, bool) or not isinstance(value, int):
                 # A bad value fails its own row only, as a value the server refuses does.
-                error = (
-                    f"row {row_no}: seed must be an integer, got {value!r}; fix that row and run again with --resume"
-                )
+                error = f"seed must be an integer, got {value!r}; fix that row and run again with --resume"
             else:
                 for node_id, name in seeds:
                     base[node_id]["inputs"][name] = value % (wc.SEED_MAX + 1)

@@ -893,6 +893,19 @@ def run_job(args, pl, cs, prompt, data, rows, kind, definitions, urls, output: P
     finally:
         signal.signal(signal.SIGINT, previous)
         progress.close()
+    if scheduler.reason:
+        # The workers take their own prompts back; after a second Ctrl-C they were not waited for,
+        # so whatever is still ours on a server is taken back here, all servers at once, bounded.
+        sweeps = [
+            threading.Thread(target=take_back, args=(cs, t.url, t.prompt_ids), daemon=True)
+            for t in targets
+            if t.alive and t.prompt_ids
+        ]
+        for sweep in sweeps:
+            sweep.start()
+        deadline = time.monotonic() + 1.0
+        for sweep in sweeps:
+            sweep.join(max(0.0, deadline - time.monotonic()))
     seconds = time.perf_counter() - started
 
     per_server = {t.url: t.done for t in targets} if len(targets) > 1 else None

@@ -125,7 +125,7 @@ def test_a_bad_seed_fails_its_own_row_only(tmp_path):
     rows, kind = pl.read_rows(write(tmp_path, "p.csv", "Positive.text,seed\na cat,7\na dog,abc\n"))
     good, bad = pl.expand_items(PROMPT, rows, 1, kind, definitions())
     assert good.error is None and good.seed == 7
-    assert bad.error == "row 2: seed must be an integer, got 'abc'; fix that row and run again with --resume"
+    assert bad.error == "seed must be an integer, got 'abc'; fix that row and run again with --resume"
     assert bad.seed is None and bad.name == "row0002_n1"
 
 

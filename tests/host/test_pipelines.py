@@ -459,7 +459,5 @@ def test_a_bad_seed_fails_its_own_row_and_says_which(holds, tmp_path):
     by_row = {r["row"]: r for r in manifest(out)}
     assert by_row[1]["status"] == by_row[3]["status"] == "done" and by_row[2]["status"] == "failed"
     line = first_line(proc.stderr)
-    assert (
-        line == "row 2 #1: failed: row 2: seed must be an integer, got 'five'; fix that row and run again with --resume"
-    )
+    assert line == "row 2 #1: failed: seed must be an integer, got 'five'; fix that row and run again with --resume"
     print(f"bad seed: exit {proc.returncode}; first line: {line}")
