@@ -22,14 +22,21 @@ Jobs. --prompts FILE: .txt, one prompt per line (sets the positive prompt's text
 or .jsonl: one row per line, a column per --set target (`Positive.text`, `EmptySD3LatentImage.width`,
 `5.steps`) and `seed` (every seed input). --count N: N seeds per row (+1 each). Each row x seed is one
 queued prompt; they are spread over the servers, at most --max-in-flight per server. A server that
-stops answering hands its items to the others; a failed item never stops the others.
+stops answering is named and hands its items to the others; a failed item never stops the others.
+--timeout counts from when an item starts running on its server, not while it waits in a queue;
+--queue-timeout stops the job when none of its items has moved for that long.
 
 Outputs. Images are fetched through the server's /view into --output (row and seed in the name);
 manifest.jsonl there records each item (overrides, seed, server, files with sha256, seconds, error
 with the node). --resume skips the items the manifest records as done.
 
-Exit status: 0 all done; 1 an item or the workflow failed (the message names the node id and type);
-2 usage or setup problem (file, ComfyUI not found, bad --set, no usable server); 130 Ctrl-C.
+Every failure ends in one line naming the file, server, row or node and what to do. The output
+folder, manifest and --save-api file are checked before any server is started or asked. Ctrl-C (or
+a second one, at once) leaves a manifest line for every item of the job.
+
+Exit status: 0 all done; 1 an item or the workflow failed (the message names the node id and type),
+or the job stopped early (manifest not writable, watchdog); 2 usage or setup problem (file, empty
+prompts file, ComfyUI not found, bad --set, no usable server); 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -393,7 +400,11 @@ class ItemRunner:
             )
         except Exception as e:
             if self._server_down(target):
-                raise pl.ServerDown(f"{type(e).__name__}: {e}") from e
+                # The cause alone: the server's URL is in the line that reports it.
+                why = str(e).replace(f"ComfyUI at {target.url} cannot be reached: ", "")
+                raise pl.ServerDown(
+                    why if isinstance(e, self.cs.ComfyServerError) else f"{type(e).__name__}: {e}"
+                ) from e
             raise
         seconds = time.perf_counter() - started
         if not self.first_messages.is_set():

@@ -174,6 +174,17 @@ def test_validate_only_queues_nothing(servers, tmp_path):
     assert not queue["queue_running"] and not queue["queue_pending"]
 
 
+def test_save_api_with_demo_weights_keeps_the_workflows_own_files(servers, tmp_path):
+    api = tmp_path / "api.json"
+    proc = run_workflow_cli(
+        str(TURBO), "--demo-weights", "--validate-only", "--save-api", str(api), "--server", servers[0].url
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (loader,) = [e for e in json.loads(api.read_text()).values() if e["class_type"] == "ZINodesLoader"]
+    assert loader["inputs"]["diffusion_model"] == "z_image_turbo_bf16.safetensors"  # not the demo file
+    assert "(ZINodesLoader): 'z_image_turbo_bf16.safetensors' -> demo turbo model" in proc.stdout
+
+
 def test_object_info_conversion_matches_the_host_classes(host, servers):
     remote = pl.ObjectInfoDefinitions(cs.ComfyClient(servers[0].url).object_info())
     local = wc.HostDefinitions(host.nodes)
@@ -397,8 +408,9 @@ def test_a_killed_server_is_named_and_its_items_finish_on_the_other(demo_models,
         assert {r["server"] for r in records} == {holds[0].url} and len({r["key"] for r in records}) == 4
         line = first_line(stderr)
         assert line.startswith(f"error: server {doomed.url} stopped answering (") and line.endswith(
-            f"its items go to {holds[0].url}"
+            f"Connection refused); its items go to {holds[0].url}"
         )
+        assert line.count(doomed.url) == 1
         assert f"server lost: {doomed.url} stopped answering" in stderr and "Traceback" not in stderr
         print(f"killed server: exit {job.returncode}; first line: {line}")
     finally:
