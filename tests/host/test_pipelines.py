@@ -234,6 +234,7 @@ def _unwritable_folder(tmp_path):
         ("manifest under a file", "error: --manifest {p} is under {f}, which is a file; give --manifest a file path"),
         ("save-api under a file", "error: --save-api {p} is under {f}, which is a file; give --save-api a file path"),
     ],
+    ids=lambda v: v.replace(" ", "_") if not v.startswith("error") else "",
 )
 def test_paths_that_cannot_be_written_are_refused_before_any_server(tmp_path, case, expected):
     a_file = tmp_path / "a_file"
@@ -266,7 +267,7 @@ def test_an_unwritable_output_is_refused_before_the_embedded_server_starts(tmp_p
 
 
 @pytest.mark.parametrize(
-    "name, text", [("prompts.txt", "\n# only a comment\n"), ("prompts.csv", "Positive.text,seed\n")]
+    "name, text", [("prompts.txt", "\n# only a comment\n"), ("prompts.csv", "Positive.text,seed\n")], ids=["txt", "csv"]
 )
 def test_an_empty_prompts_file_is_refused(tmp_path, name, text):
     prompts = tmp_path / name
