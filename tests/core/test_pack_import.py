@@ -12,13 +12,11 @@ CORE_MODULES = sorted(p.stem for p in (PACK_DIR / "core").glob("*.py") if p.stem
 def test_pack_and_core_import_without_comfyui():
     # A fresh interpreter: this test session may already have booted ComfyUI.
     script = textwrap.dedent(f"""
-        import importlib, importlib.util, sys
-        spec = importlib.util.spec_from_file_location("zimage_pack_loader", {str(PACK_DIR / "tools" / "pack_loader.py")!r})
-        loader = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(loader)
-        pack = loader.load_pack("zimage_pack")
+        import importlib, sys
+        sys.path.append({str(PACK_DIR / "tools" / "site")!r})
+        import zimage_nodes as pack
         for name in {CORE_MODULES!r}:
-            importlib.import_module("zimage_pack.core." + name)
+            importlib.import_module("zimage_nodes.core." + name)
         host = sorted(m for m in sys.modules if m.split(".")[0] in ("comfy", "comfy_api", "folder_paths", "nodes"))
         assert not host, host
         assert callable(pack.comfy_entrypoint)

@@ -48,13 +48,13 @@ def dm(zmodel):
 
 
 @pytest.fixture(scope="module")
-def nag_nodes(pack_nodes):
-    return importlib.import_module(pack_nodes.__name__ + ".nag")
+def nag_nodes(pack):
+    return pack.host.nag_patch
 
 
 @pytest.fixture(scope="module")
-def znag(pack_nodes):
-    return importlib.import_module(pack_nodes.__name__ + ".zimage_nag")
+def znag(pack):
+    return pack.model.zimage_nag
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,7 +358,7 @@ def test_cfg_above_one_guides_the_positive_branch_only(host, zmodel, captions, n
     assert patch.calls == {"nag": 3, "off": 3, "fallback": 0}
 
     # The same through this pack's CFG guider (which then runs its two forwards sequentially).
-    guider_mod = importlib.import_module(nag_nodes.__name__.rsplit(".", 1)[0] + ".guider")
+    guider_mod = importlib.import_module(nag_nodes.__name__.rsplit(".", 1)[0] + ".cfg_guider")
     patch.calls = {"nag": 0, "off": 0, "fallback": 0}
     guider = guider_mod.ZImageGuider(patched, 4.0, 0.0, 1.0)
     guider.set_conds(_cond(pos), _cond(torch.randn((1, 29, 64))))

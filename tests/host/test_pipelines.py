@@ -161,7 +161,7 @@ def test_validate_only_queues_nothing(servers, tmp_path):
 
 def test_object_info_conversion_matches_the_host_classes(host, servers):
     remote = pl.ObjectInfoDefinitions(cs.ComfyClient(servers[0].url).object_info())
-    local = wc.HostDefinitions(host.nodes)
+    local = wc.HostDefinitions(host.comfy_nodes)
     for path in sorted((PACK_DIR / "example_workflows").glob("*.json")):
         data = json.loads(path.read_text())
         assert wc.load_prompt(data, remote) == wc.load_prompt(data, local), path.name

@@ -20,8 +20,9 @@ import comfy.samplers
 import comfy.utils
 import torch
 
-from . import host_model, zimage_batched
-from .forward_guard import ForwardGuard
+from ..model import zimage_batched
+from ..model.forward_guard import ForwardGuard
+from . import host_model
 
 GUARD = ForwardGuard("Z-Image CFG Guider batched forward")
 
