@@ -1,11 +1,14 @@
-"""The Z-Image Loader's model dropdown: ComfyUI's diffusion_models files, diffusers-format folders
-and checkpoints, and the path each choice names."""
+"""The Z-Image Loader's model dropdown (ComfyUI's diffusion_models files, diffusers-format folders
+and checkpoints), the path each choice names, and the check of what a chosen file holds."""
 
 from __future__ import annotations
 
 import os
 
 import folder_paths
+
+from ..core.model_errors import CheckpointError
+from ..core.model_inspection import inspect_model
 
 CHECKPOINT_TAG = "[checkpoint] "
 
@@ -51,3 +54,16 @@ def resolve_model_path(choice: str) -> str:
                 return full
         raise FileNotFoundError(f"Z-Image Loader: model folder '{choice}' is not in any diffusion_models folder")
     return folder_paths.get_full_path_or_raise("diffusion_models", choice)
+
+
+def inspect_choice(path: str, role: str, choice: str, kind: str, wanted: str, advice: str):
+    """inspect_model, refusing anything but `kind`. Refusals are written for the node's user:
+    which input, what is wrong with the file, what to do, and the full path (the dropdown shows
+    only a relative name)."""
+    try:
+        info = inspect_model(path)
+    except CheckpointError as e:
+        raise ValueError(f"Z-Image Loader, {role} '{choice}': {e.problem}. {e.advice}. (File: {e.path})") from None
+    if info.kind != kind:
+        raise ValueError(f"Z-Image Loader: {role} '{choice}' is {info.description}, not {wanted}. {advice}")
+    return info

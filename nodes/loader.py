@@ -9,26 +9,11 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from ..core.model_configs import QWEN3_4B_HIDDEN
-from ..core.model_errors import CheckpointError
-from ..core.model_inspection import inspect_model
 from ..core.variants import BASE, CHOICES, TURBO, detect_variant
 from ..host import host_model
-from ..host.model_choices import model_choices, resolve_model_path
+from ..host.model_choices import inspect_choice, model_choices, resolve_model_path
 
 log = logging.getLogger("zimage_nodes")
-
-
-def _inspect(path: str, role: str, choice: str, kind: str, wanted: str, advice: str):
-    """inspect_model, refusing anything but `kind`. Refusals are written for the node's user:
-    which input, what is wrong with the file, what to do, and the full path (the dropdown shows
-    only a relative name)."""
-    try:
-        info = inspect_model(path)
-    except CheckpointError as e:
-        raise ValueError(f"Z-Image Loader, {role} '{choice}': {e.problem}. {e.advice}. (File: {e.path})") from None
-    if info.kind != kind:
-        raise ValueError(f"Z-Image Loader: {role} '{choice}' is {info.description}, not {wanted}. {advice}")
-    return info
 
 
 class ZImageLoader(io.ComfyNode):
@@ -94,7 +79,7 @@ class ZImageLoader(io.ComfyNode):
         te_path = folder_paths.get_full_path_or_raise("text_encoders", text_encoder)
         vae_path = folder_paths.get_full_path_or_raise("vae", vae)
 
-        dit = _inspect(
+        dit = inspect_choice(
             model_path,
             "diffusion model",
             diffusion_model,
@@ -102,7 +87,7 @@ class ZImageLoader(io.ComfyNode):
             "a Z-Image diffusion model",
             "Choose a Z-Image file (e.g. z_image_turbo_bf16.safetensors), or load this one with the loader for its type.",
         )
-        te = _inspect(
+        te = inspect_choice(
             te_path,
             "text encoder",
             text_encoder,
@@ -116,7 +101,9 @@ class ZImageLoader(io.ComfyNode):
                 f"'{diffusion_model}' expects {dit.config.cap_feat_dim}-wide captions. Use the text encoder made for "
                 "this model (qwen_3_4b.safetensors for Z-Image)."
             )
-        _inspect(vae_path, "VAE", vae, "flux_vae", "the Flux VAE (16 latent channels)", "Z-Image needs ae.safetensors.")
+        inspect_choice(
+            vae_path, "VAE", vae, "flux_vae", "the Flux VAE (16 latent channels)", "Z-Image needs ae.safetensors."
+        )
 
         detection = detect_variant(variant, dit.metadata, os.path.basename(model_path.rstrip("/")))
         chosen = detection.variant

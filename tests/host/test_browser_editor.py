@@ -73,7 +73,8 @@ from comfy.cli_args import args
 args.cpu = True
 sys.path.append({str(PACK_DIR / "tools" / "site")!r})
 from safetensors.torch import load_file, save_file
-from zimage_nodes.core.keys import comfy_to_diffusers
+sys.path.append({str(PACK_DIR / "tests")!r})
+from diffusers_layout import comfy_to_diffusers
 from zimage_nodes.tools import demo_weights
 root = Path({str(root)!r})
 names = demo_weights.write_demo_models(root / "demo")

@@ -287,9 +287,9 @@ def test_guider_with_normalization_and_truncation_equals_diffusers_pipeline(host
     """Same weights in both implementations: a diffusers-format DiT (sizes where diffusers and
     ComfyUI build the same function) loaded by ZImageLoader, sampled through our guider with the
     reference's sigma grid, against ZImagePipeline with the same caption embeddings and noise."""
+    from diffusers_layout import cfg_to_guidance
     from tiny_models import CROSS, diffusers_transformer, save_safetensors
 
-    from zimage_nodes.core.guidance import cfg_to_guidance
     from zimage_nodes.core.schedule import zimage_sigmas
 
     guider_module = pack.host.cfg_guider
