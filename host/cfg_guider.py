@@ -35,9 +35,6 @@ class ZImageGuider(comfy.samplers.CFGGuider):
         self.set_cfg(cfg)
         self.normalization = float(normalization)
         self.truncation = float(truncation)
-        # Steps run as one batched forward, through ComfyUI's calc_cond_batch (which includes the
-        # steps where only the positive is evaluated), or both (first step of a new shape: verify).
-        self.calls = {"batched": 0, "sequential": 0, "verify": 0}
         self._host_sigmas: list[float] = []
         self._step = 0
         self.watch = FiniteWatch(NODE_NAME)
@@ -79,7 +76,7 @@ class ZImageGuider(comfy.samplers.CFGGuider):
 
     def _calc_conds(self, args):
         return batched_cfg.calc_conds(
-            args["model"], args["conds"], args["input"], args["sigma"], args["model_options"], self.calls, self.batched
+            args["model"], args["conds"], args["input"], args["sigma"], args["model_options"], self.batched
         )
 
     def _normalized_blend(self, args):

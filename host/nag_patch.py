@@ -43,21 +43,14 @@ def verified(diffusion_model, transformer_options: dict, device, dtype) -> tuple
 
 
 class NagPatch:
-    """The wrapper's state: settings, the negative caption, and what happened (for tests and logs)."""
+    """The wrapper's state: settings, the negative caption, and the last fallback reason (logged once)."""
 
     def __init__(self, params: NagParams, negative: torch.Tensor):
         self.params = params
         self.negative = negative  # [n, L, cap_feat_dim], as the text encoder produced it
-        self.calls = {"nag": 0, "off": 0, "fallback": 0}
-        self.history: list[tuple[float, str]] = []  # (sigma, what ran) per model call
         self.fallback_reason: str | None = None
 
-    def _count(self, what: str, sigma: float):
-        self.calls[what] += 1
-        self.history.append((sigma, what))
-
-    def _fallback(self, why: str, sigma: float):
-        self._count("fallback", sigma)
+    def _fallback(self, why: str):
         if why != self.fallback_reason:
             log.warning("Z-Image NAG: this call runs without NAG (%s)", why)
             self.fallback_reason = why
@@ -83,7 +76,6 @@ class NagPatch:
         sigma = float(torch.as_tensor(sigmas).min())
         cond_or_uncond = options.get("cond_or_uncond") or [0]
         if not self.params.active_at(sigma) or 0 not in cond_or_uncond:
-            self._count("off", sigma)
             return executor(x, timesteps, context, num_tokens, attention_mask, **kwargs)
 
         dm = executor.class_obj
@@ -91,13 +83,13 @@ class NagPatch:
         extra = {k: v for k, v in kwargs.items() if k != "transformer_options"}
         why = self.blocker(dm, x, attention_mask, inner, extra)
         if why is not None:
-            self._fallback(why, sigma)
+            self._fallback(why)
             return executor(x, timesteps, context, num_tokens, attention_mask, **kwargs)
 
         B = x.shape[0]
         chunks = len(cond_or_uncond)
         if B % chunks:
-            self._fallback(f"batch of {B} does not split into {chunks} cond/uncond chunks", sigma)
+            self._fallback(f"batch of {B} does not split into {chunks} cond/uncond chunks")
             return executor(x, timesteps, context, num_tokens, attention_mask, **kwargs)
         per = B // chunks
         pos_rows = [c * per + j for c, kind in enumerate(cond_or_uncond) if kind == 0 for j in range(per)]
@@ -108,7 +100,6 @@ class NagPatch:
         neg_ctx = [negative[(r % per) % negative.shape[0]] for r in pos_rows]
         p = self.params
         if not other_rows:
-            self._count("nag", sigma)
             return zimage_nag.nag_forward(dm, x, timesteps, pos_ctx, neg_ctx, p.scale, p.tau, p.alpha, inner)
         out = torch.empty_like(x)
         rows = torch.tensor(pos_rows, device=x.device)
@@ -120,7 +111,6 @@ class NagPatch:
         out[rows] = zimage_batched.batched_forward(
             dm, x[rows], timesteps[rows], [context[r] for r in other_rows], inner
         ).to(out.dtype)
-        self._count("nag", sigma)
         return out
 
 

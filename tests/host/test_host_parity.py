@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from zimage_nodes.tools.forward_spy import GuiderStepSpy
 from zimage_nodes.tools.sampling_paths import (
     custom_advanced,
     reference_scheduler,
@@ -58,6 +59,13 @@ def _custom_sample(host, model, guider, sigmas, lat, seed=5):
     return custom_advanced(host, guider, sigmas, lat, noise=noise, sampler=sampler)["samples"]
 
 
+def _counted_sample(host, pack, model, guider, sigmas, lat, seed=5):
+    """The samples, and how the pack's guider ran each step (tools/forward_spy.GuiderStepSpy)."""
+    with GuiderStepSpy(pack.host.batched_cfg) as spy:
+        out = _custom_sample(host, model, guider, sigmas, lat, seed)
+    return out, spy.counts
+
+
 @pytest.fixture
 def fresh_guard(pack):
     """The batched forward's guard with no verdicts: its first guided step verifies again."""
@@ -89,15 +97,15 @@ def test_guider_equals_comfyui_cfg_guider_and_batched_equals_sequential(host, ba
     reference = _custom_sample(host, model, native, sigmas, lat)
 
     first = _guided(pack, model, positive, negative)
-    _custom_sample(host, model, first, sigmas, lat)
-    assert first.calls == {"batched": 5, "sequential": 0, "verify": 1}  # verified once, on its first step
+    _, first_steps = _counted_sample(host, pack, model, first, sigmas, lat)
+    assert first_steps == {"batched": 5, "sequential": 0, "verify": 1}  # verified once, on its first step
     batched = _guided(pack, model, positive, negative)
     sequential = _guided(pack, model, positive, negative, batched=False)
-    out_batched = _custom_sample(host, model, batched, sigmas, lat)
-    out_sequential = _custom_sample(host, model, sequential, sigmas, lat)
+    out_batched, batched_steps = _counted_sample(host, pack, model, batched, sigmas, lat)
+    out_sequential, sequential_steps = _counted_sample(host, pack, model, sequential, sigmas, lat)
 
-    assert batched.calls == {"batched": 6, "sequential": 0, "verify": 0}  # the verdict is cached per model + shape
-    assert sequential.calls == {"batched": 0, "sequential": 6, "verify": 0}
+    assert batched_steps == {"batched": 6, "sequential": 0, "verify": 0}  # the verdict is cached per model + shape
+    assert sequential_steps == {"batched": 0, "sequential": 6, "verify": 0}
     assert fresh_guard.checks == 1
     assert torch.allclose(out_sequential, reference, atol=1e-5, rtol=0), (out_sequential - reference).abs().max()
     # fp32 reordering only: the latents reach |x| of a few units, where v0.33 (its own rope/norm
@@ -129,14 +137,14 @@ def test_batched_forward_falls_back_when_the_host_structure_differs(
     monkeypatch.setattr(lumina.JointTransformerBlock, "forward", length_aware)
     caplog.set_level(logging.INFO, logger="zimage_nodes")
     guider = _guided(pack, model, positive, negative)
-    out = _custom_sample(host, model, guider, sigmas, lat)
+    out, steps = _counted_sample(host, pack, model, guider, sigmas, lat)
     again = _guided(pack, model, positive, negative)
-    out_again = _custom_sample(host, model, again, sigmas, lat)
+    out_again, steps_again = _counted_sample(host, pack, model, again, sigmas, lat)
     sequential = _guided(pack, model, positive, negative, batched=False)
     expected = _custom_sample(host, model, sequential, sigmas, lat)
 
-    assert guider.calls == {"batched": 0, "sequential": 5, "verify": 1}
-    assert again.calls == {"batched": 0, "sequential": 6, "verify": 0}  # the failed verdict is cached too
+    assert steps == {"batched": 0, "sequential": 5, "verify": 1}
+    assert steps_again == {"batched": 0, "sequential": 6, "verify": 0}  # the failed verdict is cached too
     assert fresh_guard.checks == 1
     logged = [r.getMessage() for r in caplog.records if "mirror differs from the host forward" in r.getMessage()]
     assert len(logged) == 1, logged
@@ -161,17 +169,17 @@ def test_batching_follows_comfyuis_free_memory_rule(host, base_setup, pack, fres
     )
     caplog.set_level(logging.INFO, logger="zimage_nodes")
     guider = _guided(pack, model, positive, negative)
-    out = _custom_sample(host, model, guider, sigmas, lat)
+    out, steps = _counted_sample(host, pack, model, guider, sigmas, lat)
     monkeypatch.undo()
     expected = _custom_sample(host, model, _guided(pack, model, positive, negative, batched=False), sigmas, lat)
 
     reasons = [r.getMessage() for r in caplog.records if "MiB free" in r.getMessage()]
     if free == "low":
-        assert guider.calls == {"batched": 0, "sequential": 6, "verify": 0}
+        assert steps == {"batched": 0, "sequential": 6, "verify": 0}
         assert len(reasons) == 1 and "batch of 4 needs" in reasons[0], reasons
         assert torch.equal(out, expected)
     else:
-        assert guider.calls == {"batched": 5, "sequential": 0, "verify": 1}
+        assert steps == {"batched": 5, "sequential": 0, "verify": 1}
         assert not reasons
         assert torch.allclose(out, expected, atol=1e-5, rtol=0), (out - expected).abs().max()
 
@@ -193,22 +201,22 @@ def test_inputs_the_batched_forward_does_not_reproduce_take_the_sequential_path(
         reference_latents=[lat["samples"]], cross_attn=positive[0][0]
     )
     guider = _guided(pack, model, with_ref, negative)
-    out = _custom_sample(host, model, guider, sigmas, lat)
+    out, steps = _counted_sample(host, pack, model, guider, sigmas, lat)
     expected = _custom_sample(host, model, _guided(pack, model, with_ref, negative, batched=False), sigmas, lat)
     messages = " ".join(r.getMessage() for r in caplog.records)
     if host_reads_it:  # v0.33
-        assert guider.calls == {"batched": 0, "sequential": 2, "verify": 0}
+        assert steps == {"batched": 0, "sequential": 2, "verify": 0}
         assert "ref_latents" in messages
         assert torch.equal(out, expected)
     else:  # v0.8.0: the host's Z-Image ignores reference latents, so there is nothing to reproduce
-        assert guider.calls["sequential"] == 0
+        assert steps["sequential"] == 0
         assert torch.allclose(out, expected, atol=1e-5, rtol=0)
 
     patched = model.clone()
     patched.model_options.setdefault("transformer_options", {})["zimage_test_feature"] = True
     guider = _guided(pack, patched, positive, negative)
-    _custom_sample(host, patched, guider, sigmas, lat)
-    assert guider.calls == {"batched": 0, "sequential": 2, "verify": 0}
+    _, steps = _counted_sample(host, pack, patched, guider, sigmas, lat)
+    assert steps == {"batched": 0, "sequential": 2, "verify": 0}
     assert "zimage_test_feature" in " ".join(r.getMessage() for r in caplog.records)
 
 
@@ -276,8 +284,8 @@ def test_no_device_to_host_read_per_step(host, base_setup, pack, monkeypatch):
         _custom_sample(host, model, _guided(pack, model, positive, negative), sigmas, lat)  # verified here
         reads.clear()
         guider = _guided(pack, model, positive, negative)
-        _custom_sample(host, model, guider, sigmas, lat)
-        assert guider.calls["batched"] == steps
+        _, ran = _counted_sample(host, pack, model, guider, sigmas, lat)
+        assert ran["batched"] == steps
         counts[steps] = list(reads)
     assert counts[2] == counts[5], counts
     assert len(counts[5]) <= 2, counts  # the schedule's host copy + the one check at the end
@@ -315,7 +323,7 @@ def test_guider_with_normalization_and_truncation_equals_diffusers_pipeline(host
 
     guider = guider_module.ZImageGuider(model, cfg, normalization, truncation)
     guider.set_conds([[pos, {}]], [[neg, {}]])
-    ours = _custom_sample(host, model, guider, zimage_sigmas(steps, 6.0), lat, seed=11)
+    ours, ran = _counted_sample(host, pack, model, guider, zimage_sigmas(steps, 6.0), lat, seed=11)
     noise = host.call("RandomNoise", noise_seed=11)[0].generate_noise(lat)
 
     reference = zimage_pipeline(
@@ -331,7 +339,7 @@ def test_guider_with_normalization_and_truncation_equals_diffusers_pipeline(host
     )
     # ComfyUI hands back latents in the VAE's space; undo the Flux latent format to compare.
     ours_raw = (ours - 0.1159) * 0.3611
-    assert 0 < guider.calls["batched"] < steps  # truncation really switched guidance off late
+    assert 0 < ran["batched"] < steps  # truncation really switched guidance off late
     assert torch.allclose(ours_raw, reference, atol=2e-5, rtol=0), (ours_raw - reference).abs().max()
 
 

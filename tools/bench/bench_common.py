@@ -45,9 +45,11 @@ def boot_host(comfyui: str | None, cpu: bool):
     return host
 
 
-def pack_module(host, node_id: str):
-    """The module (as ComfyUI loaded it) that defines a pack node, e.g. to reach ZImageGuider."""
-    return sys.modules[host.node_class(node_id).__module__]
+def pack_module(host, name: str):
+    """A module of the pack as ComfyUI loaded it, e.g. "host.cfg_guider" to reach ZImageGuider."""
+    import importlib
+
+    return importlib.import_module(f"{host.pack.__name__}.{name}")
 
 
 def set_threads(n: int | None) -> int:
