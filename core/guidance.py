@@ -26,7 +26,7 @@ import struct
 
 import torch
 
-__all__ = ["cfg_blend", "effective_cfg", "needs_negative", "guidance_to_cfg", "cfg_to_guidance"]
+__all__ = ["cfg_blend", "effective_cfg"]
 
 
 def _check_number(name: str, value: object) -> float:
@@ -119,18 +119,3 @@ def effective_cfg(sigma: float, cfg: float, truncation: float) -> float:
     if truncation <= 1.0 and _pipeline_t_norm(sigma) > truncation:
         return 1.0
     return cfg
-
-
-def needs_negative(sigma: float, cfg: float, truncation: float = 1.0) -> bool:
-    """Whether the negative must be evaluated at ``sigma``: skipping it halves the cost of a step."""
-    return effective_cfg(sigma, cfg, truncation) != 1.0
-
-
-def guidance_to_cfg(g: float) -> float:
-    """diffusers ``guidance_scale`` -> ComfyUI ``cfg`` (Turbo: 0 -> 1, Base: 4 -> 5)."""
-    return _check_number("guidance", g) + 1.0
-
-
-def cfg_to_guidance(cfg: float) -> float:
-    """ComfyUI ``cfg`` -> diffusers ``guidance_scale``."""
-    return _check_number("cfg", cfg) - 1.0

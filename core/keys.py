@@ -20,8 +20,9 @@ tensors are the very same objects, fusing q/k/v is a single `torch.cat`, and spl
 qkv returns views of it (dim-0 slices of a contiguous tensor are themselves contiguous, so they
 can be saved or loaded without another copy).
 
-The name-only functions (`diffusers_to_comfy_names`, `comfy_to_diffusers_names`,
-`diffusers_to_comfy_shapes`) let inspection validate a file from its safetensors header alone.
+The name-only functions (`diffusers_to_comfy_names`, `diffusers_to_comfy_shapes`) let inspection
+validate a file from its safetensors header alone. The reverse direction (ComfyUI -> diffusers) is
+only needed to build test files: tests/diffusers_layout.py.
 """
 
 from __future__ import annotations
@@ -41,8 +42,6 @@ _ATTN_RENAMES_D2C = (
     ("norm_q.", "q_norm."),
     ("norm_k.", "k_norm."),
 )
-_MODULE_RENAMES_C2D = tuple((c, d) for d, c in _MODULE_RENAMES_D2C)
-_ATTN_RENAMES_C2D = tuple((c, d) for d, c in _ATTN_RENAMES_D2C)
 _QKV_PARTS = ("to_q", "to_k", "to_v")
 # Only weights and biases can be concatenated: per-tensor quantisation scales of q, k and v differ
 # and have no fused equivalent.
@@ -107,10 +106,6 @@ def _rename_d2c(name: str) -> str:
     return _rename(name, _MODULE_RENAMES_D2C, _ATTN_RENAMES_D2C)
 
 
-def _rename_c2d(name: str) -> str:
-    return _rename(name, _MODULE_RENAMES_C2D, _ATTN_RENAMES_C2D)
-
-
 def _qkv_part(name: str) -> tuple[str, str, str] | None:
     """(attention head '<block>.attention.', part 'to_q'|'to_k'|'to_v', param suffix) or None."""
     parts = _split_attention_key(name)
@@ -163,22 +158,6 @@ def diffusers_to_comfy_names(names: Iterable[str]) -> dict[str, tuple[str, ...]]
     return plan
 
 
-def comfy_to_diffusers_names(names: Iterable[str]) -> dict[str, str | tuple[str, str, str]]:
-    """Plan the ComfyUI -> diffusers conversion from key names alone.
-
-    Returns {comfy_name: diffusers name}, or for a fused qkv {comfy_name: (q_name, k_name, v_name)}."""
-    plan: dict[str, str | tuple[str, str, str]] = {}
-    for name in names:
-        parts = _split_attention_key(name)
-        if parts is not None and parts[1].startswith("qkv."):
-            head, rest = parts
-            param = rest[len("qkv.") :]
-            plan[name] = tuple(f"{head}{p}.{param}" for p in _QKV_PARTS)  # type: ignore[assignment]
-        else:
-            plan[name] = _rename_c2d(name)
-    return plan
-
-
 def diffusers_to_comfy_shapes(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
     """The ComfyUI key -> shape table a diffusers file converts to, from its header alone.
 
@@ -209,46 +188,4 @@ def diffusers_to_comfy(sd: Mapping) -> dict:
             out[new] = sd[sources[0]]
         else:
             out[new] = torch.cat([sd[s] for s in sources], dim=0)
-    return out
-
-
-def _qkv_sizes(sd: Mapping, name: str, rows: int, q_rows: int | None) -> list[int]:
-    """Row counts (q, k, v) of a fused qkv tensor.
-
-    With grouped-query attention k and v are narrower than q, so an even three-way split would be
-    wrong: the q width is read from the block's output projection (`out.weight` has n_heads *
-    head_dim input features) unless given."""
-    if q_rows is None:
-        head = _split_attention_key(name)[0]  # type: ignore[index]
-        out_w = sd.get(head + "out.weight")
-        if out_w is not None and len(out_w.shape) == 2:
-            q_rows = int(out_w.shape[1])
-    if q_rows is None:
-        if rows % 3:
-            raise ValueError(
-                f"{name!r}: {rows} rows cannot be split evenly into q, k, v and no out.weight gives the q width"
-            )
-        return [rows // 3] * 3
-    kv = rows - q_rows
-    if q_rows <= 0 or kv <= 0 or kv % 2:
-        raise ValueError(f"{name!r}: {rows} rows do not split into q ({q_rows}) and two equal k, v parts")
-    return [q_rows, kv // 2, kv // 2]
-
-
-def comfy_to_diffusers(sd: Mapping, q_rows: int | None = None) -> dict:
-    """Convert a ComfyUI-layout Z-Image DiT state dict (unprefixed) to the diffusers layout.
-
-    Renamed tensors are the same objects; q, k and v are views into the fused qkv tensor (no copy).
-    `q_rows` overrides the q width of every fused qkv (default: read from each block's out.weight)."""
-    import torch
-
-    out = {}
-    for name, target in comfy_to_diffusers_names(sd.keys()).items():
-        tensor = sd[name]
-        if isinstance(target, str):
-            out[target] = tensor
-            continue
-        sizes = _qkv_sizes(sd, name, int(tensor.shape[0]), q_rows)
-        for new, piece in zip(target, torch.split(tensor, sizes, dim=0)):
-            out[new] = piece
     return out

@@ -11,7 +11,7 @@ from comfy_api.latest import io
 
 from ..core.schedule import zimage_sigmas
 from ..core.variants import BASE
-from . import host_model
+from ..host import host_model
 
 
 class ZImageScheduler(io.ComfyNode):

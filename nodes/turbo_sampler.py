@@ -20,8 +20,9 @@ from comfy_api.latest import io, ui
 from comfy_extras.nodes_custom_sampler import Guider_Basic
 
 from ..core.variants import TURBO
-from . import host_model
-from .finite_watch import FiniteWatch
+from ..host import host_model
+from ..host.finite_watch import FiniteWatch
+from ..host.host_model import turbo_sigmas
 
 log = logging.getLogger("zimage_nodes")
 
@@ -32,19 +33,6 @@ NEGATIVE_IGNORED = (
     "prompt is never evaluated. For a negative that acts at cfg 1, wire it into the Z-Image NAG node and "
     "that node's MODEL into this sampler; or use the Z-Image base model with the Z-Image CFG Guider."
 )
-
-
-def turbo_sigmas(model, steps: int, sampler_name: str, denoise: float):
-    # KSampler's own sigma logic (denoise tail, samplers that discard the penultimate sigma).
-    return comfy.samplers.KSampler(
-        model,
-        steps=steps,
-        device="cpu",
-        sampler=sampler_name,
-        scheduler="simple",
-        denoise=denoise,
-        model_options=model.model_options,
-    ).sigmas
 
 
 class ZImageTurboSampler(io.ComfyNode):

@@ -172,11 +172,20 @@ def server_forward_spy(comfy_client):
 
 
 @pytest.fixture(scope="session")
-def pack_nodes(host):
-    """The pack's `nodes` package as ComfyUI loaded it (the same module objects the graph uses)."""
+def pack(host):
+    """The pack's root package as ComfyUI loaded it (the same module objects the graph uses):
+    pack.nodes, pack.host.batched_cfg, pack.model.zimage_nag, ..."""
     import importlib
 
-    return importlib.import_module(str(headless.PACK_DIR).replace(".", "_x_") + ".nodes")
+    for sub in ("nodes", "host.batched_cfg", "host.cfg_guider", "host.nag_patch", "model.zimage_nag"):
+        importlib.import_module(f"{host.pack.__name__}.{sub}")
+    return host.pack
+
+
+@pytest.fixture(scope="session")
+def pack_nodes(pack):
+    """The pack's `nodes` package as ComfyUI loaded it."""
+    return pack.nodes
 
 
 # -- the session's server ----------------------------------------------------------------------

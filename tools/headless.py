@@ -110,19 +110,23 @@ class Host:
         import comfy.model_management  # noqa: F401
         import execution
 
-        import nodes
+        # ComfyUI's own top-level nodes.py (its node registry and custom-node loader), never this
+        # pack's nodes/ folder: the pack root is not on sys.path.
+        import nodes as comfy_nodes
 
         self.folder_paths = folder_paths
         self.execution = execution
-        self.nodes = nodes
+        self.comfy_nodes = comfy_nodes
         self.server = _EventLog()
         self._connect = None
-        failed = asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=api_nodes))
+        failed = asyncio.run(comfy_nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=api_nodes))
         self.core_import_failures = list(failed or [])
-        before = set(nodes.NODE_CLASS_MAPPINGS)
+        before = set(comfy_nodes.NODE_CLASS_MAPPINGS)
         self.core_node_ids = frozenset(before)  # what ComfyUI itself registers, before the pack
-        self.pack_loaded = asyncio.run(nodes.load_custom_node(str(PACK_DIR)))
-        self.pack_nodes = sorted(set(nodes.NODE_CLASS_MAPPINGS) - before)
+        self.pack_loaded = asyncio.run(comfy_nodes.load_custom_node(str(PACK_DIR)))
+        self.pack_nodes = sorted(set(comfy_nodes.NODE_CLASS_MAPPINGS) - before)
+        # The pack's root package as ComfyUI's loader named it (the folder path, dots escaped).
+        self.pack = sys.modules.get(str(PACK_DIR).replace(".", "_x_"))
         self.version = _read_version(self.path)
 
     def add_model_folder(self, kind: str, path: str | os.PathLike):
@@ -130,7 +134,7 @@ class Host:
         self.model_folders.setdefault(kind, []).append(str(path))
 
     def node_class(self, class_type: str):
-        return self.nodes.NODE_CLASS_MAPPINGS[class_type]
+        return self.comfy_nodes.NODE_CLASS_MAPPINGS[class_type]
 
     def call(self, class_type: str, **inputs):
         """Run one node the way ComfyUI's executor calls it (V3 `execute`, V1 FUNCTION), without the

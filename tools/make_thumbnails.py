@@ -10,7 +10,7 @@ Needs what the browser tests need (tools/browser_deps.sh). Re-run it after chang
 from __future__ import annotations
 
 import base64
-import importlib.util
+import importlib
 import sys
 import tempfile
 from pathlib import Path
@@ -20,16 +20,6 @@ TESTS = PACK_DIR / "tests"
 SIDE = 1000  # px of canvas captured
 OUTPUT_SCALE = 0.6  # the card shows ~300 px; 600 px stays sharp on dense screens
 LEFT, TOP, BOTTOM = 60, 95, 60  # the editor's sidebar, top bars and bottom-right controls
-
-
-def _load(name: str, path: Path, package_dir: Path | None = None):
-    spec = importlib.util.spec_from_file_location(
-        name, path, submodule_search_locations=[str(package_dir)] if package_dir else None
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 FIT = """
@@ -50,9 +40,9 @@ return scale;
 
 
 def main() -> int:
-    sys.path.insert(0, str(TESTS))
-    _load("zimage_nodes", PACK_DIR / "__init__.py", PACK_DIR)
-    editor = _load("zinodes_browser_editor", TESTS / "host" / "test_browser_editor.py")
+    # The browser tests' helpers (tests/host/test_browser_editor.py) and the pack as `zimage_nodes`.
+    sys.path[:0] = [str(TESTS), str(TESTS / "host"), str(PACK_DIR / "tools" / "site")]
+    editor = importlib.import_module("test_browser_editor")
     editor.VIEWPORT = (LEFT + SIDE, TOP + SIDE + BOTTOM)
     tmp = Path(tempfile.mkdtemp(prefix="zinodes_thumbnails_"))
     server = editor.start_server(editor.write_models(tmp / "models"), tmp / "output")

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import os
 import shutil
@@ -60,20 +59,31 @@ PACKAGE = "zimage_nodes"
 DEMO_KINDS = ("diffusion_models", "text_encoders", "vae")
 
 
-_spec = importlib.util.spec_from_file_location("zimage_pack_loader", Path(__file__).resolve().parent / "pack_loader.py")
-pack_loader = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(pack_loader)
+SITE = PACK_DIR / "tools" / "site"  # `import zimage_nodes` (the pack) from here
 
 
 def _keep_pack_root_off_sys_path():
-    pack_loader.keep_pack_root_off_sys_path(Path(__file__).resolve().parent)
+    """Drop the pack root and tools/ (Python puts a script's own folder first) from sys.path, so that
+    `import nodes` finds ComfyUI's module, and put tools/site on it for `import zimage_nodes`."""
+    bad = {PACK_DIR.resolve(), (PACK_DIR / "tools").resolve()}
+    keep = []
+    for entry in sys.path:
+        try:
+            resolved = Path(entry or os.getcwd()).resolve()
+        except OSError:
+            resolved = None
+        if resolved not in bad:
+            keep.append(entry)
+    if str(SITE) not in keep:
+        keep.append(str(SITE))
+    sys.path[:] = keep
 
 
 def load_tools():
-    """The pack as package `zimage_nodes` (tools/pack_loader.py; it imports no ComfyUI) and the tool
-    modules the runner uses."""
+    """The tool modules the runner uses, from the pack imported as `zimage_nodes` (it imports no ComfyUI)."""
     return [
-        pack_loader.load_tool(name, PACKAGE) for name in ("headless", "workflow_convert", "pipeline", "comfy_server")
+        importlib.import_module(f"{PACKAGE}.tools.{name}")
+        for name in ("headless", "workflow_convert", "pipeline", "comfy_server")
     ]
 
 
@@ -166,15 +176,14 @@ def has_accelerator() -> bool:
 # Runs in a child process of the host's Python: the demo files are built with ComfyUI's own model
 # classes, which must not be imported into the runner (it only talks to servers).
 _DEMO_SCRIPT = """
-import importlib.util, sys
+import sys
 sys.path.insert(0, sys.argv[1])
 import comfy.options  # noqa: F401  (keeps ComfyUI from parsing our argv)
 from comfy.cli_args import args
 args.cpu = True  # the files are built on the CPU, whatever the machine has
-spec = importlib.util.spec_from_file_location("zinodes_pack_loader", sys.argv[2])
-pack_loader = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(pack_loader)
-pack_loader.load_tool("demo_weights").write_demo_models(sys.argv[3])
+sys.path.append(sys.argv[2])
+from zimage_nodes.tools import demo_weights
+demo_weights.write_demo_models(sys.argv[3])
 """
 
 
@@ -186,7 +195,7 @@ def start_demo_weights(comfyui: Path, root: Path, python: str = sys.executable) 
     for kind in DEMO_KINDS:
         (root / kind).mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
-        [python, "-c", _DEMO_SCRIPT, str(comfyui), str(PACK_DIR / "tools" / "pack_loader.py"), str(root)],
+        [python, "-c", _DEMO_SCRIPT, str(comfyui), str(SITE), str(root)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

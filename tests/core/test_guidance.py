@@ -3,11 +3,12 @@ import math
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
+from diffusers_layout import cfg_to_guidance, guidance_to_cfg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zimage_nodes.core import guidance
-from zimage_nodes.core.guidance import cfg_blend, cfg_to_guidance, effective_cfg, guidance_to_cfg, needs_negative
+from zimage_nodes.core.guidance import cfg_blend, effective_cfg
 from zimage_nodes.core.schedule import zimage_sigmas
 
 
@@ -241,14 +242,12 @@ TURBO8 = [
 )
 def test_effective_cfg_table(sigma, cfg, truncation, expected):
     assert effective_cfg(sigma, cfg, truncation) == expected
-    assert needs_negative(sigma, cfg, truncation) is (expected != 1.0)
 
 
 def test_truncation_one_never_truncates_any_grid():
     for steps, shift in ((8, 3.0), (28, 6.0), (50, 6.0), (9, 1.0)):
         for sigma in zimage_sigmas(steps, shift)[:-1].tolist():
             assert effective_cfg(sigma, 5.0, 1.0) == 5.0
-            assert needs_negative(sigma, 5.0)
 
 
 @pytest.mark.parametrize(
@@ -268,7 +267,7 @@ def test_truncation_one_never_truncates_any_grid():
 def test_turbo_grid_boundaries(truncation, n_guided):
     sig = zimage_sigmas(8, 3.0)[:-1].tolist()
     assert sig == TURBO8
-    guided = [needs_negative(s, 5.0, truncation) for s in sig]
+    guided = [effective_cfg(s, 5.0, truncation) != 1.0 for s in sig]
     assert guided == [True] * n_guided + [False] * (8 - n_guided), guided
     ref, _ = _pipeline_truncated(8, 3.0, truncation)
     assert [not r for r in ref] == guided
@@ -306,5 +305,3 @@ def test_converters():
     assert guidance_to_cfg(0.0) == 1.0 and guidance_to_cfg(4.0) == 5.0
     assert cfg_to_guidance(1.0) == 0.0 and cfg_to_guidance(5.0) == 4.0
     assert cfg_to_guidance(guidance_to_cfg(3.25)) == 3.25
-    with pytest.raises(ValueError):
-        guidance_to_cfg(math.nan)

@@ -1,5 +1,6 @@
 """Key conversion between the diffusers and ComfyUI layouts of the Z-Image DiT."""
 
+import diffusers_layout
 import pytest
 import torch
 from hypothesis import given, settings
@@ -62,7 +63,7 @@ def test_renames_follow_the_reference_table():
 
 def test_round_trip_is_identity_on_keys_and_values():
     sd = _diffusers_sd()
-    back = keys.comfy_to_diffusers(keys.diffusers_to_comfy(sd))
+    back = diffusers_layout.comfy_to_diffusers(keys.diffusers_to_comfy(sd))
     assert set(back) == set(sd)
     for k in sd:
         assert torch.equal(back[k], sd[k]), k
@@ -70,7 +71,7 @@ def test_round_trip_is_identity_on_keys_and_values():
 
 def test_comfy_round_trip_is_identity():
     comfy = keys.diffusers_to_comfy(_diffusers_sd())
-    again = keys.diffusers_to_comfy(keys.comfy_to_diffusers(comfy))
+    again = keys.diffusers_to_comfy(diffusers_layout.comfy_to_diffusers(comfy))
     assert set(again) == set(comfy)
     assert all(torch.equal(again[k], comfy[k]) for k in comfy)
 
@@ -94,7 +95,7 @@ def test_grouped_query_attention_splits_by_out_width():
     sd = _diffusers_sd(dim=16, kv_rows=8)
     comfy = keys.diffusers_to_comfy(sd)
     assert comfy["layers.0.attention.qkv.weight"].shape == (32, 16)
-    back = keys.comfy_to_diffusers(comfy)
+    back = diffusers_layout.comfy_to_diffusers(comfy)
     assert back["layers.0.attention.to_q.weight"].shape == (16, 16)
     assert torch.equal(back["layers.0.attention.to_v.weight"], sd["layers.0.attention.to_v.weight"])
 
@@ -106,14 +107,14 @@ def test_renamed_tensors_are_not_copied():
     assert comfy["layers.0.attention.out.weight"] is sd["layers.0.attention.to_out.0.weight"]
     assert comfy["layers.0.attention.q_norm.weight"] is sd["layers.0.attention.norm_q.weight"]
     assert comfy["x_pad_token"] is sd["x_pad_token"]
-    back = keys.comfy_to_diffusers(comfy)
+    back = diffusers_layout.comfy_to_diffusers(comfy)
     assert back["all_x_embedder.2-1.weight"] is sd["all_x_embedder.2-1.weight"]
 
 
 def test_split_qkv_are_contiguous_views_of_the_fused_tensor():
     comfy = keys.diffusers_to_comfy(_diffusers_sd())
     qkv = comfy["layers.0.attention.qkv.weight"]
-    back = keys.comfy_to_diffusers(comfy)
+    back = diffusers_layout.comfy_to_diffusers(comfy)
     base = qkv.untyped_storage().data_ptr()
     row_bytes = qkv.stride(0) * qkv.element_size()
     for i, p in enumerate("qkv"):
@@ -165,7 +166,7 @@ def test_name_plan_and_shape_table_work_without_tensors():
     shapes = keys.diffusers_to_comfy_shapes({k: tuple(v.shape) for k, v in sd.items()})
     converted = keys.diffusers_to_comfy(sd)
     assert shapes == {k: tuple(v.shape) for k, v in converted.items()}
-    back_plan = keys.comfy_to_diffusers_names(converted)
+    back_plan = diffusers_layout.comfy_to_diffusers_names(converted)
     assert back_plan["final_layer.linear.weight"] == "all_final_layer.2-1.linear.weight"
     assert back_plan["layers.0.attention.qkv.weight"] == plan["layers.0.attention.qkv.weight"]
 
@@ -197,6 +198,6 @@ def test_round_trip_property(n_blocks, heads, kv_div, head_dim, with_bias):
         sd.update(_diffusers_block(f"layers.{i}.", dim, kv_heads * head_dim, bias=with_bias))
     comfy = keys.diffusers_to_comfy(sd)
     assert comfy["layers.0.attention.qkv.weight"].shape[0] == (heads + 2 * kv_heads) * head_dim
-    back = keys.comfy_to_diffusers(comfy)
+    back = diffusers_layout.comfy_to_diffusers(comfy)
     assert set(back) == set(sd)
     assert all(torch.equal(back[k], sd[k]) for k in sd)

@@ -6,6 +6,7 @@ weights is checked in tests/host/test_host_diffusers_keys.py."""
 
 import dataclasses
 
+import diffusers_layout
 import pytest
 import tiny_models as tm
 import torch
@@ -32,7 +33,7 @@ def _config_from(tmp_path, sd, name="m.safetensors") -> ZImageDiTConfig:
 def test_tiny_diffusers_round_trip_is_exact(tiny):
     sd = tiny.state_dict()
     comfy = keys.diffusers_to_comfy(sd)
-    back = keys.comfy_to_diffusers(comfy)
+    back = diffusers_layout.comfy_to_diffusers(comfy)
     assert set(back) == set(sd)
     for k, v in sd.items():
         assert back[k].shape == v.shape and torch.equal(back[k], v), k

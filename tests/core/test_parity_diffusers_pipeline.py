@@ -10,9 +10,10 @@ are the reference's.
 import pytest
 import torch
 from diffusers.pipelines.z_image.pipeline_z_image import calculate_shift, get_default_z_image_sigmas
+from diffusers_layout import guidance_to_cfg
 from tiny_models import diffusers_transformer
 
-from zimage_nodes.core.guidance import cfg_blend, effective_cfg, guidance_to_cfg
+from zimage_nodes.core.guidance import cfg_blend, effective_cfg
 from zimage_nodes.core.schedule import zimage_sigmas
 from zimage_nodes.tools.sampling_paths import reference_scheduler, zimage_pipeline
 

@@ -1,8 +1,8 @@
 import dataclasses
 
 import pytest
+from diffusers_layout import cfg_to_guidance
 
-from zimage_nodes.core.guidance import cfg_to_guidance
 from zimage_nodes.core.variants import BASE, TURBO, VARIANTS, Detection, Variant, detect_variant
 
 

@@ -1,7 +1,6 @@
 """The example workflows are well-formed editor graphs, and the UI->API conversion behaves as the
 ComfyUI editor does. No ComfyUI needed: conversion runs on tables of node definitions."""
 
-import importlib.util
 import json
 import re
 import sys
@@ -662,14 +661,11 @@ def test_demo_models_replace_zimage_loader_files_by_variant():
 
 
 def test_runner_keeps_the_pack_root_off_sys_path(monkeypatch):
-    spec = importlib.util.spec_from_file_location(
-        "zimage_run_workflow_hostfree", PACK_DIR / "tools" / "run_workflow.py"
-    )
-    runner = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(runner)
+    from zimage_nodes.tools import run_workflow as runner
+
     monkeypatch.setattr(sys, "path", [str(PACK_DIR), str(PACK_DIR / "tools"), "/somewhere/else"])
     runner._keep_pack_root_off_sys_path()
-    assert sys.path == ["/somewhere/else"]
+    assert sys.path == ["/somewhere/else", str(PACK_DIR / "tools" / "site")]
     assert runner.build_parser().parse_args(
         ["w.json", "--set", "a.b=1", "--set", "c.d=2", "--count", "3"]
     ).overrides == ["a.b=1", "c.d=2"]

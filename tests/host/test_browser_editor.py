@@ -66,16 +66,15 @@ def write_models(root: Path) -> Path:
     weights with the real key layouts (made by a subprocess on the host's own Python, since the
     builders need ComfyUI's model classes)."""
     script = f"""
-import importlib.util, sys
+import sys
 from pathlib import Path
 sys.path.insert(0, {str(COMFYUI)!r})
 from comfy.cli_args import args
 args.cpu = True
-spec = importlib.util.spec_from_file_location("zimage_nodes", {str(PACK_DIR / "__init__.py")!r},
-                                              submodule_search_locations=[{str(PACK_DIR)!r}])
-pack = importlib.util.module_from_spec(spec); sys.modules["zimage_nodes"] = pack; spec.loader.exec_module(pack)
+sys.path.append({str(PACK_DIR / "tools" / "site")!r})
 from safetensors.torch import load_file, save_file
-from zimage_nodes.core.keys import comfy_to_diffusers
+sys.path.append({str(PACK_DIR / "tests")!r})
+from diffusers_layout import comfy_to_diffusers
 from zimage_nodes.tools import demo_weights
 root = Path({str(root)!r})
 names = demo_weights.write_demo_models(root / "demo")

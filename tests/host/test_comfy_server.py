@@ -83,10 +83,9 @@ def test_a_dead_parent_takes_its_server_along_and_the_checkout_is_untouched(host
 
     before = _snapshot(COMFYUI)
     script = textwrap.dedent(f"""
-        import importlib.util, json, sys, time
-        spec = importlib.util.spec_from_file_location("cs", {str(Path(cs.__file__))!r})
-        cs = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(cs)
+        import json, sys, time
+        sys.path.append({str(Path(cs.__file__).resolve().parent / "site")!r})
+        from zimage_nodes.tools import comfy_server as cs
         server = cs.ComfyServer({str(COMFYUI)!r}).start(timeout=300)
         print(json.dumps({{"pid": server._proc.pid, "url": server.url, "tmp": str(server._tmp)}}), flush=True)
         time.sleep(600)

@@ -23,9 +23,8 @@ def load(host, names, model, text_encoder=None, variant="auto"):
 @pytest.fixture(scope="module")
 def formats(demo_models):
     """The demo Turbo DiT written in every layout the loader accepts."""
+    from diffusers_layout import comfy_to_diffusers
     from safetensors.torch import load_file
-
-    from zimage_nodes.core.keys import comfy_to_diffusers
 
     root, names = demo_models
     sd = load_file(root / "diffusion_models" / names["turbo"])

@@ -101,9 +101,9 @@ def test_turbo_graph_writes_a_png_with_one_forward_per_step(host, demo_models, s
 
 
 @pytest.fixture
-def fresh_guard(pack_nodes):
+def fresh_guard(pack):
     """The batched forward's guard (in this process) with no verdicts: its first guided step verifies again."""
-    guard = pack_nodes.batched_cfg.GUARD
+    guard = pack.host.batched_cfg.GUARD
     guard.reset()
     return guard
 
@@ -153,31 +153,24 @@ def evaluate(host, prompt, node_id, done):
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
-def test_example_graph_guider_step_counts(host, demo_models, pack_nodes, fresh_guard, monkeypatch, name):
+def test_example_graph_guider_step_counts(host, demo_models, pack, fresh_guard, name):
     """The example graphs as shipped (steps, cfg, truncation) on demo weights at 64x64: how many
     guider steps ran batched, sequential, or verified. Printed for the release notes. The sampler
     nodes and what they depend on are called in process, node by node, as the executor would."""
     import json
 
     from zimage_nodes.tools import workflow_convert as wc
+    from zimage_nodes.tools.forward_spy import GuiderStepSpy
 
     _, names = demo_models
     path = Path(__file__).resolve().parents[2] / "example_workflows" / f"{name}.json"
-    prompt = wc.load_prompt(json.loads(path.read_text(encoding="utf-8")), wc.HostDefinitions(host.nodes))
+    prompt = wc.load_prompt(json.loads(path.read_text(encoding="utf-8")), wc.HostDefinitions(host.comfy_nodes))
     wc.use_demo_models(prompt, names)
     wc.apply_overrides(prompt, [("EmptySD3LatentImage", "width", 64), ("EmptySD3LatentImage", "height", 64)])
-    guiders = []
-    original = pack_nodes.guider.ZImageGuider.sample
-
-    def record(self, *args, **kwargs):
-        guiders.append(self)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(pack_nodes.guider.ZImageGuider, "sample", record)
-    for node_id, entry in prompt.items():
-        if entry["class_type"] == "SamplerCustomAdvanced":
-            evaluate(host, prompt, node_id, {})
+    with GuiderStepSpy(pack.host.batched_cfg) as spy:
+        for node_id, entry in prompt.items():
+            if entry["class_type"] == "SamplerCustomAdvanced":
+                evaluate(host, prompt, node_id, {})
     (scheduler,) = [v["inputs"] for v in prompt.values() if v["class_type"] == "ZINodesScheduler"]
-    (guider,) = guiders
-    print(f"{host.version} {name}: steps {scheduler['steps']}, guider calls {guider.calls}")
-    assert guider.calls == {"batched": scheduler["steps"] - 1, "sequential": 0, "verify": 1}
+    print(f"{host.version} {name}: steps {scheduler['steps']}, guider steps {spy.counts}")
+    assert spy.counts == {"batched": scheduler["steps"] - 1, "sequential": 0, "verify": 1}

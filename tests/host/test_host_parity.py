@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from zimage_nodes.tools.forward_spy import GuiderStepSpy
 from zimage_nodes.tools.sampling_paths import (
     custom_advanced,
     reference_scheduler,
@@ -58,10 +59,17 @@ def _custom_sample(host, model, guider, sigmas, lat, seed=5):
     return custom_advanced(host, guider, sigmas, lat, noise=noise, sampler=sampler)["samples"]
 
 
+def _counted_sample(host, pack, model, guider, sigmas, lat, seed=5):
+    """The samples, and how the pack's guider ran each step (tools/forward_spy.GuiderStepSpy)."""
+    with GuiderStepSpy(pack.host.batched_cfg) as spy:
+        out = _custom_sample(host, model, guider, sigmas, lat, seed)
+    return out, spy.counts
+
+
 @pytest.fixture
-def fresh_guard(pack_nodes):
+def fresh_guard(pack):
     """The batched forward's guard with no verdicts: its first guided step verifies again."""
-    guard = pack_nodes.batched_cfg.GUARD
+    guard = pack.host.batched_cfg.GUARD
     guard.reset()
     yield guard
     guard.reset()
@@ -77,27 +85,27 @@ def base_setup(host, loaded):
     return model, positive, negative, latent(host, batch=2), sigmas
 
 
-def _guided(pack_nodes, model, positive, negative, batched=True, cfg=4.0):
-    guider = pack_nodes.guider.ZImageGuider(model, cfg, 0.0, 1.0, batched=batched)
+def _guided(pack, model, positive, negative, batched=True, cfg=4.0):
+    guider = pack.host.cfg_guider.ZImageGuider(model, cfg, 0.0, 1.0, batched=batched)
     guider.set_conds(positive, negative)
     return guider
 
 
-def test_guider_equals_comfyui_cfg_guider_and_batched_equals_sequential(host, base_setup, pack_nodes, fresh_guard):
+def test_guider_equals_comfyui_cfg_guider_and_batched_equals_sequential(host, base_setup, pack, fresh_guard):
     model, positive, negative, lat, sigmas = base_setup
     native = host.call("CFGGuider", model=model, positive=positive, negative=negative, cfg=4.0)[0]
     reference = _custom_sample(host, model, native, sigmas, lat)
 
-    first = _guided(pack_nodes, model, positive, negative)
-    _custom_sample(host, model, first, sigmas, lat)
-    assert first.calls == {"batched": 5, "sequential": 0, "verify": 1}  # verified once, on its first step
-    batched = _guided(pack_nodes, model, positive, negative)
-    sequential = _guided(pack_nodes, model, positive, negative, batched=False)
-    out_batched = _custom_sample(host, model, batched, sigmas, lat)
-    out_sequential = _custom_sample(host, model, sequential, sigmas, lat)
+    first = _guided(pack, model, positive, negative)
+    _, first_steps = _counted_sample(host, pack, model, first, sigmas, lat)
+    assert first_steps == {"batched": 5, "sequential": 0, "verify": 1}  # verified once, on its first step
+    batched = _guided(pack, model, positive, negative)
+    sequential = _guided(pack, model, positive, negative, batched=False)
+    out_batched, batched_steps = _counted_sample(host, pack, model, batched, sigmas, lat)
+    out_sequential, sequential_steps = _counted_sample(host, pack, model, sequential, sigmas, lat)
 
-    assert batched.calls == {"batched": 6, "sequential": 0, "verify": 0}  # the verdict is cached per model + shape
-    assert sequential.calls == {"batched": 0, "sequential": 6, "verify": 0}
+    assert batched_steps == {"batched": 6, "sequential": 0, "verify": 0}  # the verdict is cached per model + shape
+    assert sequential_steps == {"batched": 0, "sequential": 6, "verify": 0}
     assert fresh_guard.checks == 1
     assert torch.allclose(out_sequential, reference, atol=1e-5, rtol=0), (out_sequential - reference).abs().max()
     # fp32 reordering only: the latents reach |x| of a few units, where v0.33 (its own rope/norm
@@ -109,7 +117,7 @@ def test_guider_equals_comfyui_cfg_guider_and_batched_equals_sequential(host, ba
 
 
 def test_batched_forward_falls_back_when_the_host_structure_differs(
-    host, loaded, base_setup, pack_nodes, fresh_guard, monkeypatch, caplog
+    host, loaded, base_setup, pack, fresh_guard, monkeypatch, caplog
 ):
     """A host whose transformer block depends on something the batched pass lays out differently
     (here: each sample's own sequence length, as a future NextDiT might): the first step's check
@@ -128,15 +136,15 @@ def test_batched_forward_falls_back_when_the_host_structure_differs(
 
     monkeypatch.setattr(lumina.JointTransformerBlock, "forward", length_aware)
     caplog.set_level(logging.INFO, logger="zimage_nodes")
-    guider = _guided(pack_nodes, model, positive, negative)
-    out = _custom_sample(host, model, guider, sigmas, lat)
-    again = _guided(pack_nodes, model, positive, negative)
-    out_again = _custom_sample(host, model, again, sigmas, lat)
-    sequential = _guided(pack_nodes, model, positive, negative, batched=False)
+    guider = _guided(pack, model, positive, negative)
+    out, steps = _counted_sample(host, pack, model, guider, sigmas, lat)
+    again = _guided(pack, model, positive, negative)
+    out_again, steps_again = _counted_sample(host, pack, model, again, sigmas, lat)
+    sequential = _guided(pack, model, positive, negative, batched=False)
     expected = _custom_sample(host, model, sequential, sigmas, lat)
 
-    assert guider.calls == {"batched": 0, "sequential": 5, "verify": 1}
-    assert again.calls == {"batched": 0, "sequential": 6, "verify": 0}  # the failed verdict is cached too
+    assert steps == {"batched": 0, "sequential": 5, "verify": 1}
+    assert steps_again == {"batched": 0, "sequential": 6, "verify": 0}  # the failed verdict is cached too
     assert fresh_guard.checks == 1
     logged = [r.getMessage() for r in caplog.records if "mirror differs from the host forward" in r.getMessage()]
     assert len(logged) == 1, logged
@@ -147,9 +155,7 @@ def test_batched_forward_falls_back_when_the_host_structure_differs(
 
 
 @pytest.mark.parametrize("free", ["low", "high"])
-def test_batching_follows_comfyuis_free_memory_rule(
-    host, base_setup, pack_nodes, fresh_guard, monkeypatch, caplog, free
-):
+def test_batching_follows_comfyuis_free_memory_rule(host, base_setup, pack, fresh_guard, monkeypatch, caplog, free):
     """ComfyUI batches conds only when memory_required(batch) * 1.5 < free memory; so does the guider."""
     import logging
 
@@ -162,24 +168,24 @@ def test_batching_follows_comfyuis_free_memory_rule(
         mm, "get_free_memory", lambda dev=None, torch_free_too=False: (figure, figure) if torch_free_too else figure
     )
     caplog.set_level(logging.INFO, logger="zimage_nodes")
-    guider = _guided(pack_nodes, model, positive, negative)
-    out = _custom_sample(host, model, guider, sigmas, lat)
+    guider = _guided(pack, model, positive, negative)
+    out, steps = _counted_sample(host, pack, model, guider, sigmas, lat)
     monkeypatch.undo()
-    expected = _custom_sample(host, model, _guided(pack_nodes, model, positive, negative, batched=False), sigmas, lat)
+    expected = _custom_sample(host, model, _guided(pack, model, positive, negative, batched=False), sigmas, lat)
 
     reasons = [r.getMessage() for r in caplog.records if "MiB free" in r.getMessage()]
     if free == "low":
-        assert guider.calls == {"batched": 0, "sequential": 6, "verify": 0}
+        assert steps == {"batched": 0, "sequential": 6, "verify": 0}
         assert len(reasons) == 1 and "batch of 4 needs" in reasons[0], reasons
         assert torch.equal(out, expected)
     else:
-        assert guider.calls == {"batched": 5, "sequential": 0, "verify": 1}
+        assert steps == {"batched": 5, "sequential": 0, "verify": 1}
         assert not reasons
         assert torch.allclose(out, expected, atol=1e-5, rtol=0), (out - expected).abs().max()
 
 
 def test_inputs_the_batched_forward_does_not_reproduce_take_the_sequential_path(
-    host, base_setup, pack_nodes, fresh_guard, caplog
+    host, base_setup, pack, fresh_guard, caplog
 ):
     """Omni reference latents (on hosts whose Z-Image reads them: `ref_latents`, which brings
     `timestep_zero_index`) and unknown transformer_options entries: ComfyUI's path, reason logged."""
@@ -194,23 +200,23 @@ def test_inputs_the_batched_forward_does_not_reproduce_take_the_sequential_path(
     host_reads_it = "ref_latents" in model.model.extra_conds(
         reference_latents=[lat["samples"]], cross_attn=positive[0][0]
     )
-    guider = _guided(pack_nodes, model, with_ref, negative)
-    out = _custom_sample(host, model, guider, sigmas, lat)
-    expected = _custom_sample(host, model, _guided(pack_nodes, model, with_ref, negative, batched=False), sigmas, lat)
+    guider = _guided(pack, model, with_ref, negative)
+    out, steps = _counted_sample(host, pack, model, guider, sigmas, lat)
+    expected = _custom_sample(host, model, _guided(pack, model, with_ref, negative, batched=False), sigmas, lat)
     messages = " ".join(r.getMessage() for r in caplog.records)
     if host_reads_it:  # v0.33
-        assert guider.calls == {"batched": 0, "sequential": 2, "verify": 0}
+        assert steps == {"batched": 0, "sequential": 2, "verify": 0}
         assert "ref_latents" in messages
         assert torch.equal(out, expected)
     else:  # v0.8.0: the host's Z-Image ignores reference latents, so there is nothing to reproduce
-        assert guider.calls["sequential"] == 0
+        assert steps["sequential"] == 0
         assert torch.allclose(out, expected, atol=1e-5, rtol=0)
 
     patched = model.clone()
     patched.model_options.setdefault("transformer_options", {})["zimage_test_feature"] = True
-    guider = _guided(pack_nodes, patched, positive, negative)
-    _custom_sample(host, patched, guider, sigmas, lat)
-    assert guider.calls == {"batched": 0, "sequential": 2, "verify": 0}
+    guider = _guided(pack, patched, positive, negative)
+    _, steps = _counted_sample(host, pack, patched, guider, sigmas, lat)
+    assert steps == {"batched": 0, "sequential": 2, "verify": 0}
     assert "zimage_test_feature" in " ".join(r.getMessage() for r in caplog.records)
 
 
@@ -229,43 +235,44 @@ def _inf_from_step(model, sigmas, step):
     return patched
 
 
-def test_guider_stops_with_the_step_and_the_fix_when_sampling_goes_non_finite(host, base_setup, pack_nodes):
+def test_guider_stops_with_the_step_and_the_fix_when_sampling_goes_non_finite(host, base_setup, pack):
     model, positive, negative, lat, sigmas = base_setup
     patched = _inf_from_step(model, sigmas, step=3)
-    guider = _guided(pack_nodes, patched, positive, negative)
-    with pytest.raises(pack_nodes.finite_watch.NonFiniteLatentError) as error:
+    guider = _guided(pack, patched, positive, negative)
+    with pytest.raises(pack.host.finite_watch.NonFiniteLatentError) as error:
         _custom_sample(host, patched, guider, sigmas, lat)
     message = str(error.value)
     assert "Z-Image CFG Guider" in message and "step 4 of 6" in message and "bf16" in message, message
 
 
-def test_turbo_sampler_stops_with_the_step_and_the_fix_when_sampling_goes_non_finite(host, loaded, pack_nodes):
+def test_turbo_sampler_stops_with_the_step_and_the_fix_when_sampling_goes_non_finite(host, loaded, pack):
     model, clip, _, _ = loaded("turbo")
     shifted = host.call("ModelSamplingAuraFlow", model=model, shift=3.0)[0]
-    sigmas = pack_nodes.turbo_sampler.turbo_sigmas(shifted, 8, "euler", 1.0)
+    sigmas = pack.host.host_model.turbo_sigmas(shifted, 8, "euler", 1.0)
     patched = _inf_from_step(model, sigmas, step=5)
-    with pytest.raises(pack_nodes.finite_watch.NonFiniteLatentError) as error:
+    with pytest.raises(pack.host.finite_watch.NonFiniteLatentError) as error:
         turbo_sampler(host, patched, encode(host, clip, "a lighthouse"), latent(host), seed=1, steps=8, shift=3.0)
     message = str(error.value)
     assert "Z-Image Turbo Sampler" in message and "step 6 of 8" in message and "bf16" in message, message
 
 
-def test_no_device_to_host_read_per_step(host, base_setup, pack_nodes, monkeypatch):
+def test_no_device_to_host_read_per_step(host, base_setup, pack, monkeypatch):
     """The pack's own code reads tensors back to the host a fixed number of times per sampling run
     (the schedule copy at the start, the finiteness check at the end), whatever the step count: it
-    never adds a per-step sync. Counted by spying on Tensor's read methods, called from nodes/."""
+    never adds a per-step sync. Counted by spying on Tensor's read methods, called from the pack's code."""
     import sys
     from pathlib import Path
 
     model, positive, negative, lat, _ = base_setup
-    nodes_dir = str(Path(pack_nodes.__file__).parent)
+    root = Path(pack.__file__).parent
+    pack_dirs = tuple(str(root / d) + "/" for d in ("core", "model", "host", "nodes"))
     reads = []
     for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy"):
         original = getattr(torch.Tensor, name)
 
         def spy(self, *args, _original=original, _name=name, **kwargs):
             caller = sys._getframe(1).f_globals.get("__file__") or ""
-            if caller.startswith(nodes_dir):
+            if caller.startswith(pack_dirs):
                 reads.append(_name)
             return _original(self, *args, **kwargs)
 
@@ -274,26 +281,26 @@ def test_no_device_to_host_read_per_step(host, base_setup, pack_nodes, monkeypat
     counts = {}
     for steps in (2, 5):
         sigmas = host.call("BasicScheduler", model=model, scheduler="simple", steps=steps, denoise=1.0)[0]
-        _custom_sample(host, model, _guided(pack_nodes, model, positive, negative), sigmas, lat)  # verified here
+        _custom_sample(host, model, _guided(pack, model, positive, negative), sigmas, lat)  # verified here
         reads.clear()
-        guider = _guided(pack_nodes, model, positive, negative)
-        _custom_sample(host, model, guider, sigmas, lat)
-        assert guider.calls["batched"] == steps
+        guider = _guided(pack, model, positive, negative)
+        _, ran = _counted_sample(host, pack, model, guider, sigmas, lat)
+        assert ran["batched"] == steps
         counts[steps] = list(reads)
     assert counts[2] == counts[5], counts
     assert len(counts[5]) <= 2, counts  # the schedule's host copy + the one check at the end
 
 
-def test_guider_with_normalization_and_truncation_equals_diffusers_pipeline(host, demo_models, pack_nodes):
+def test_guider_with_normalization_and_truncation_equals_diffusers_pipeline(host, demo_models, pack):
     """Same weights in both implementations: a diffusers-format DiT (sizes where diffusers and
     ComfyUI build the same function) loaded by ZImageLoader, sampled through our guider with the
     reference's sigma grid, against ZImagePipeline with the same caption embeddings and noise."""
+    from diffusers_layout import cfg_to_guidance
     from tiny_models import CROSS, diffusers_transformer, save_safetensors
 
-    from zimage_nodes.core.guidance import cfg_to_guidance
     from zimage_nodes.core.schedule import zimage_sigmas
 
-    guider_module = pack_nodes.guider
+    guider_module = pack.host.cfg_guider
     models_root, names = demo_models
     transformer = diffusers_transformer(seed=3, **CROSS)
     folder = models_root / "diffusion_models" / "zimage_cross_test" / "transformer"
@@ -316,7 +323,7 @@ def test_guider_with_normalization_and_truncation_equals_diffusers_pipeline(host
 
     guider = guider_module.ZImageGuider(model, cfg, normalization, truncation)
     guider.set_conds([[pos, {}]], [[neg, {}]])
-    ours = _custom_sample(host, model, guider, zimage_sigmas(steps, 6.0), lat, seed=11)
+    ours, ran = _counted_sample(host, pack, model, guider, zimage_sigmas(steps, 6.0), lat, seed=11)
     noise = host.call("RandomNoise", noise_seed=11)[0].generate_noise(lat)
 
     reference = zimage_pipeline(
@@ -332,12 +339,12 @@ def test_guider_with_normalization_and_truncation_equals_diffusers_pipeline(host
     )
     # ComfyUI hands back latents in the VAE's space; undo the Flux latent format to compare.
     ours_raw = (ours - 0.1159) * 0.3611
-    assert 0 < guider.calls["batched"] < steps  # truncation really switched guidance off late
+    assert 0 < ran["batched"] < steps  # truncation really switched guidance off late
     assert torch.allclose(ours_raw, reference, atol=2e-5, rtol=0), (ours_raw - reference).abs().max()
 
 
 def test_cfg_1_never_evaluates_the_negative_and_comfyui_cfg_hooks_still_run(
-    host, loaded, pack_nodes, forward_spy, fresh_guard
+    host, loaded, pack, forward_spy, fresh_guard
 ):
     model, clip, _, _ = loaded("base")
     positive, negative = encode(host, clip, "a teapot"), encode(host, clip, "blurry")
@@ -352,14 +359,14 @@ def test_cfg_1_never_evaluates_the_negative_and_comfyui_cfg_hooks_still_run(
         lambda args: (seen["post"].append(args["cond_scale"]), args["denoised"])[1]
     )
 
-    guider = pack_nodes.guider.ZImageGuider(patched, 1.0, 0.0, 1.0)
+    guider = pack.host.cfg_guider.ZImageGuider(patched, 1.0, 0.0, 1.0)
     guider.set_conds(positive, negative)
     _custom_sample(host, patched, guider, sigmas, lat)
     assert forward_spy == [1] * 4  # the positive alone, every step
     assert seen == {"pre": [1.0] * 4, "post": [1.0] * 4}
 
     forward_spy.clear()
-    guided = pack_nodes.guider.ZImageGuider(patched, 4.0, 0.0, 1.0)
+    guided = pack.host.cfg_guider.ZImageGuider(patched, 4.0, 0.0, 1.0)
     guided.set_conds(positive, negative)
     _custom_sample(host, patched, guided, sigmas, lat)
     assert forward_spy == [2, 1, 1] + [2] * 3  # the first guided step verifies the batched forward

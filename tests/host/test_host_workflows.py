@@ -28,7 +28,7 @@ def load(path):
 
 @pytest.fixture(scope="module")
 def definitions(host):
-    return wc.HostDefinitions(host.nodes)
+    return wc.HostDefinitions(host.comfy_nodes)
 
 
 @pytest.fixture
@@ -55,8 +55,8 @@ def workflow(request):
 
 def test_every_node_type_exists_in_comfyui_or_the_pack(host, workflow):
     for node in real_nodes(workflow):
-        assert node["type"] in host.nodes.NODE_CLASS_MAPPINGS, node["type"]
-    assert {n["type"] for n in workflow["nodes"]} - set(host.nodes.NODE_CLASS_MAPPINGS) <= wc.VIRTUAL_TYPES
+        assert node["type"] in host.comfy_nodes.NODE_CLASS_MAPPINGS, node["type"]
+    assert {n["type"] for n in workflow["nodes"]} - set(host.comfy_nodes.NODE_CLASS_MAPPINGS) <= wc.VIRTUAL_TYPES
 
 
 def count_widget_values(input_types):

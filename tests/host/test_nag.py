@@ -6,6 +6,7 @@ import importlib
 import pytest
 import torch
 
+from zimage_nodes.tools.forward_spy import NagCallSpy
 from zimage_nodes.tools.sampling_paths import nag_model, turbo_sampler
 
 pytestmark = pytest.mark.host
@@ -48,13 +49,13 @@ def dm(zmodel):
 
 
 @pytest.fixture(scope="module")
-def nag_nodes(pack_nodes):
-    return importlib.import_module(pack_nodes.__name__ + ".nag")
+def nag_nodes(pack):
+    return pack.host.nag_patch
 
 
 @pytest.fixture(scope="module")
-def znag(pack_nodes):
-    return importlib.import_module(pack_nodes.__name__ + ".zimage_nag")
+def znag(pack):
+    return pack.model.zimage_nag
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,11 +270,11 @@ def test_turbo_with_nag_runs_one_model_call_per_step_and_acts(host, zmodel, capt
     patched = _nag_model(host, zmodel, _cond(neg), sigma_end=0.0)
     _turbo(host, patched, _cond(pos))  # the first NAG call self-checks the mirror (one host forward, once)
     patch = nag_nodes.nag_patch_of(patched)
-    patch.calls = {"nag": 0, "off": 0, "fallback": 0}
     forward_spy.clear()
-    out = _turbo(host, patched, _cond(pos))
+    with NagCallSpy(nag_nodes) as nag_calls:
+        out = _turbo(host, patched, _cond(pos))
     assert forward_spy == [1] * STEPS
-    assert patch.calls == {"nag": STEPS, "off": 0, "fallback": 0}, patch.fallback_reason
+    assert nag_calls.counts == {"nag": STEPS, "off": 0, "fallback": 0}, patch.fallback_reason
     forward_spy.clear()
     plain = _turbo(host, zmodel, _cond(pos))
     assert forward_spy == [1] * STEPS
@@ -310,11 +311,11 @@ def test_sampler_result_equals_the_reference_step_by_step(host, zmodel, captions
 def test_sigma_end_switches_nag_off_from_the_right_step(host, zmodel, captions, nag_nodes):
     pos, neg = captions
     patched = _nag_model(host, zmodel, _cond(neg), sigma_end=0.75)
-    patch = nag_nodes.nag_patch_of(patched)
-    out = _turbo(host, patched, _cond(pos))
-    sigmas = [round(s, 4) for s, _ in patch.history]
+    with NagCallSpy(nag_nodes) as nag_calls:
+        out = _turbo(host, patched, _cond(pos))
+    sigmas = [round(s, 4) for s, _ in nag_calls.history]
     assert sigmas == TURBO_SIGMAS
-    assert [what for _, what in patch.history] == ["nag"] * 5 + ["off"] * 3
+    assert [what for _, what in nag_calls.history] == ["nag"] * 5 + ["off"] * 3
     # The first five steps are those of an always-on run; the last three those of a plain run
     # continued from there: compare with sigma_end 0 (NAG on every step), which must differ.
     always = _turbo(host, _nag_model(host, zmodel, _cond(neg), sigma_end=0.0), _cond(pos))
@@ -347,25 +348,25 @@ def test_cfg_above_one_guides_the_positive_branch_only(host, zmodel, captions, n
     # Through ComfyUI's CFGGuider at cfg 4: per step, the positive's call has NAG, the negative's not.
     import comfy.samplers
 
-    patch.calls = {"nag": 0, "off": 0, "fallback": 0}
     guider = comfy.samplers.CFGGuider(patched)
     guider.set_conds(_cond(pos), _cond(torch.randn((1, 29, 64))))
     guider.set_cfg(4.0)
     sigmas = torch.tensor(TURBO_SIGMAS[:3] + [0.0])
-    guider.sample(
-        torch.randn((1, 16, 8, 8)), torch.zeros((1, 16, 8, 8)), comfy.samplers.sampler_object("euler"), sigmas
-    )
-    assert patch.calls == {"nag": 3, "off": 3, "fallback": 0}
+    with NagCallSpy(nag_nodes) as nag_calls:
+        guider.sample(
+            torch.randn((1, 16, 8, 8)), torch.zeros((1, 16, 8, 8)), comfy.samplers.sampler_object("euler"), sigmas
+        )
+    assert nag_calls.counts == {"nag": 3, "off": 3, "fallback": 0}
 
     # The same through this pack's CFG guider (which then runs its two forwards sequentially).
-    guider_mod = importlib.import_module(nag_nodes.__name__.rsplit(".", 1)[0] + ".guider")
-    patch.calls = {"nag": 0, "off": 0, "fallback": 0}
+    guider_mod = importlib.import_module(nag_nodes.__name__.rsplit(".", 1)[0] + ".cfg_guider")
     guider = guider_mod.ZImageGuider(patched, 4.0, 0.0, 1.0)
     guider.set_conds(_cond(pos), _cond(torch.randn((1, 29, 64))))
-    guider.sample(
-        torch.randn((1, 16, 8, 8)), torch.zeros((1, 16, 8, 8)), comfy.samplers.sampler_object("euler"), sigmas
-    )
-    assert patch.calls == {"nag": 3, "off": 3, "fallback": 0}
+    with NagCallSpy(nag_nodes) as nag_calls:
+        guider.sample(
+            torch.randn((1, 16, 8, 8)), torch.zeros((1, 16, 8, 8)), comfy.samplers.sampler_object("euler"), sigmas
+        )
+    assert nag_calls.counts == {"nag": 3, "off": 3, "fallback": 0}
 
 
 def test_clear_errors(host, zmodel, captions):

@@ -187,7 +187,7 @@ def test_save_api_with_demo_weights_keeps_the_workflows_own_files(servers, tmp_p
 
 def test_object_info_conversion_matches_the_host_classes(host, servers):
     remote = pl.ObjectInfoDefinitions(cs.ComfyClient(servers[0].url).object_info())
-    local = wc.HostDefinitions(host.nodes)
+    local = wc.HostDefinitions(host.comfy_nodes)
     for path in sorted((PACK_DIR / "example_workflows").glob("*.json")):
         data = json.loads(path.read_text())
         assert wc.load_prompt(data, remote) == wc.load_prompt(data, local), path.name

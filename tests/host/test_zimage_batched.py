@@ -33,21 +33,10 @@ def zimage(host):
 
 @pytest.fixture(scope="module")
 def mod(host):
-    # Loaded from its file: the module is self-contained (ComfyUI imported lazily), so the test
-    # does not depend on what nodes/__init__.py imports.
-    import importlib.util
-    import sys
-    from pathlib import Path
+    # model/ imports no comfy_api (ComfyUI's model code lazily), so the module is tested on its own.
+    from zimage_nodes.model import zimage_batched
 
-    name = "zimage_nodes_test_zimage_batched"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = Path(__file__).resolve().parents[2] / "nodes" / "zimage_batched.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return zimage_batched
 
 
 def _per_sample(dm, x, t, contexts, transformer_options=None):
@@ -242,18 +231,9 @@ def test_subclass_with_its_own_forward_is_refused(host, zimage, mod):
 
 @pytest.fixture(scope="module")
 def guard_mod(host):
-    import importlib.util
-    import sys
-    from pathlib import Path
+    from zimage_nodes.model import forward_guard
 
-    name = "zimage_nodes_test_forward_guard"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[2] / "nodes" / "forward_guard.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return forward_guard
 
 
 def test_forward_guard_verifies_once_caches_and_falls_back_with_a_logged_reason(zimage, mod, guard_mod, caplog):

@@ -2,16 +2,14 @@
 server they start: it counts the Z-Image DiT's forward calls inside the server (the shared
 tools/forward_spy.py) and serves the counts over HTTP. It adds no nodes."""
 
-import importlib.util
+import sys
 from pathlib import Path
 
 from aiohttp import web
 from server import PromptServer
 
-_SPY_FILE = Path(__file__).resolve().parents[2] / "tools" / "forward_spy.py"
-_spec = importlib.util.spec_from_file_location("zimage_server_probe_forward_spy", _SPY_FILE)
-_forward_spy = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_forward_spy)
+sys.path.append(str(Path(__file__).resolve().parents[2] / "tools" / "site"))
+from zimage_nodes.tools import forward_spy as _forward_spy  # noqa: E402
 
 NODE_CLASS_MAPPINGS = {}
 _active = {"spy": None}

@@ -1,11 +1,10 @@
-"""Shared helpers for the benchmark: loading the pack without putting it on sys.path, booting
+"""Shared helpers for the benchmark: importing the pack as `zimage_nodes` (tools/site), booting
 ComfyUI, interleaved timing, forward-call counting, machine description."""
 
 from __future__ import annotations
 
 import datetime
 import gc
-import importlib.util
 import os
 import platform
 import statistics
@@ -21,18 +20,15 @@ PACK_DIR = BENCH_DIR.parent.parent
 PACK_NAME = "zimage_nodes"
 
 
-_spec = importlib.util.spec_from_file_location("zimage_pack_loader", PACK_DIR / "tools" / "pack_loader.py")
-pack_loader = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(pack_loader)
-load_pack = pack_loader.load_pack  # the pack as a package, by file path (as the tests load it)
-load_pack(PACK_NAME)
+# The pack as `zimage_nodes` (tools/site/zimage_nodes, as the tests import it); never the pack root on sys.path.
+if str(PACK_DIR / "tools" / "site") not in sys.path:
+    sys.path.append(str(PACK_DIR / "tools" / "site"))
 
 from zimage_nodes.tools.forward_spy import ForwardSpy as ForwardCounter  # noqa: E402, F401  (the shared spy)
 
 
 def boot_host(comfyui: str | None, cpu: bool):
     """ComfyUI booted in-process with the pack loaded through ComfyUI's own loader."""
-    load_pack()
     from zimage_nodes.tools import headless
 
     path, how = headless.find_comfyui(comfyui)
@@ -49,9 +45,11 @@ def boot_host(comfyui: str | None, cpu: bool):
     return host
 
 
-def pack_module(host, node_id: str):
-    """The module (as ComfyUI loaded it) that defines a pack node, e.g. to reach ZImageGuider."""
-    return sys.modules[host.node_class(node_id).__module__]
+def pack_module(host, name: str):
+    """A module of the pack as ComfyUI loaded it, e.g. "host.cfg_guider" to reach ZImageGuider."""
+    import importlib
+
+    return importlib.import_module(f"{host.pack.__name__}.{name}")
 
 
 def set_threads(n: int | None) -> int:

@@ -42,7 +42,8 @@ from torch.multiprocessing.reductions import StorageWeakRef  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils._pytree import tree_flatten  # noqa: E402
 
-from zimage_nodes.tools import demo_weights, sampling_paths  # noqa: E402  (importable once bench_common loaded the pack)
+from zimage_nodes.tools import demo_weights, sampling_paths  # noqa: E402
+from zimage_nodes.tools.forward_spy import NagCallSpy  # noqa: E402  (importable once bench_common loaded the pack)
 
 CPU_SIZE = dict(dim=1152, n_layers=2, n_refiner_layers=1, n_heads=9, cap_feat_dim=64)
 STEPS, SHIFT, CFG, SEED = 8, 3.0, 2.0, 42
@@ -152,7 +153,7 @@ def _interleaved(fns: dict, rounds: int) -> tuple[dict, dict]:
 def run(host, size: dict, side: int, rounds: int, device_kind: str) -> dict:
     import comfy.model_management as mm
 
-    nag_mod = bc.pack_module(host, "ZINodesNAG")
+    nag_mod = bc.pack_module(host, "host.nag_patch")
     device = mm.get_torch_device()
     cuda = bc.CUDA_SYNC  # False for --gpu-dry-run, which runs the GPU path's code on the CPU
     if device_kind == "gpu":
@@ -195,13 +196,14 @@ def run(host, size: dict, side: int, rounds: int, device_kind: str) -> dict:
 
     fns = {"plain": turbo("plain"), "nag": turbo("nag"), "nag_def": turbo("nag_def"), "cfg": cfg}
     counts, peaks = {}, {}
-    patches = {n: nag_mod.nag_patch_of(m) for n, m in models.items() if n != "plain"}
+    nag_calls = {}
     with bc.no_grad():
-        for name, fn in fns.items():  # untimed: warm-up with forwards counted
-            with bc.ForwardCounter() as fc:
+        for name, fn in fns.items():  # untimed: warm-up with forwards and NAG calls counted
+            with bc.ForwardCounter() as fc, NagCallSpy(nag_mod) as spy:
                 fn()
             counts[name] = fc.summary()
-        nag_calls = {n: dict(p.calls) for n, p in patches.items()}
+            if name in ("nag", "nag_def"):
+                nag_calls[name] = spy.counts
         for name, fn in fns.items():  # untimed: peak memory, every path already warm
             with Peak(cuda) as p:
                 fn()

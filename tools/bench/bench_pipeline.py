@@ -20,7 +20,6 @@ reported apart. Nothing here asserts: it measures and prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
@@ -38,11 +37,12 @@ WORKFLOW = PACK_DIR / "example_workflows" / "z_image_turbo_text_to_image.json"
 
 
 def load_runner():
-    spec = importlib.util.spec_from_file_location("zinodes_bench_runner", RUNNER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module._keep_pack_root_off_sys_path()
-    return module
+    if str(PACK_DIR / "tools" / "site") not in sys.path:
+        sys.path.append(str(PACK_DIR / "tools" / "site"))
+    from zimage_nodes.tools import run_workflow
+
+    run_workflow._keep_pack_root_off_sys_path()
+    return run_workflow
 
 
 def log(msg: str):

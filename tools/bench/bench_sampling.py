@@ -5,8 +5,6 @@ of tools/sampling_paths.py, which the parity tests run too."""
 
 from __future__ import annotations
 
-import sys
-
 import bench_common as bc
 import torch
 
@@ -14,8 +12,7 @@ from zimage_nodes.tools import sampling_paths
 
 
 def host_model_module(host):
-    pkg = bc.pack_module(host, "ZINodesLoader").__name__.rsplit(".", 1)[0]
-    return sys.modules[pkg + ".host_model"]
+    return bc.pack_module(host, "host.host_model")
 
 
 def build_model(host, size: dict, seed: int = 0, dtype: str = "default"):
@@ -117,12 +114,12 @@ def guided(
 ) -> dict:
     """Guiders through SamplerCustomAdvanced with the same noise, sigmas and sampler."""
     hm = host_model_module(host)
-    guider_mod = bc.pack_module(host, "ZINodesCFGGuider")
+    guider_mod = bc.pack_module(host, "host.cfg_guider")
     base = hm.with_flow_shift(model, shift)  # what the Z-Image Loader outputs for Base
     sigmas = host.call("BasicScheduler", model=base, scheduler="simple", steps=steps, denoise=1.0)[0]
     sampler = host.call("KSamplerSelect", sampler_name="euler")[0]
     noise = host.call("RandomNoise", noise_seed=seed)[0]
-    out, guiders = {}, {}
+    out = {}
 
     def make(name, kind, truncation, batched):
         def run():
@@ -134,7 +131,6 @@ def guided(
                 g = guider_mod.ZImageGuider(base, cfg, 0.0, truncation, batched=batched)
                 g.set_conds(pos, neg)
             out[name] = sampling_paths.custom_advanced(host, g, sigmas, latent, noise=noise, sampler=sampler)["samples"]
-            guiders[name] = g
 
         return run
 
@@ -144,7 +140,6 @@ def guided(
         times = bc.interleaved(fns, rounds, warmup=0)  # _count_calls was the warm-up
     diffs = {n: _max_diff(out[n], out["comfy"]) for n in fns}
     ref_scale = float(out["comfy"].float().abs().max())
-    guider_calls = {n: dict(getattr(g, "calls", {})) for n, g in guiders.items()}
     return {
         "times": times,
         "counts": counts,
@@ -154,6 +149,5 @@ def guided(
         "diffs": diffs,
         "ref_scale": ref_scale,
         "labels": {n: lbl for n, lbl, *_ in variants},
-        "guider_calls": guider_calls,
         "sigmas": [float(s) for s in sigmas],
     }

@@ -20,8 +20,9 @@ import comfy.samplers
 import comfy.utils
 import torch
 
-from . import host_model, zimage_batched
-from .forward_guard import ForwardGuard
+from ..model import zimage_batched
+from ..model.forward_guard import ForwardGuard
+from . import host_model
 
 GUARD = ForwardGuard("Z-Image CFG Guider batched forward")
 
@@ -126,20 +127,17 @@ def signature(model, conds, x, model_options) -> tuple:
     )
 
 
-def calc_conds(model, conds, x, timestep, model_options, calls: dict, batched: bool = True):
+def calc_conds(model, conds, x, timestep, model_options, batched: bool = True):
     """Drop-in for `comfy.samplers.calc_cond_batch(model, conds, ...)` that batches pos + neg.
 
-    `calls` counts steps: "batched", "sequential" (ComfyUI's path, including steps where only the
-    positive runs), "verify" (a first step of a new signature: both paths run, ComfyUI's result is used)."""
+    A step runs the batched forward, or ComfyUI's path (including steps where only the positive
+    runs), or both on the first step of a new signature (verify: ComfyUI's result is used)."""
     reason = blocker(model, conds, x, model_options) if batched else "batching switched off"
     if reason is not None:
         if reason != NEGATIVE_SKIPPED:
             GUARD.fallback(reason)
-        calls["sequential"] += 1
         return comfy.samplers.calc_cond_batch(model, conds, x, timestep, model_options)
     key = signature(model, conds, x, model_options)
-    verdict = GUARD.verdict(model.diffusion_model, key)
-    calls["batched" if verdict is not None and verdict.ok else "sequential" if verdict is not None else "verify"] += 1
     return GUARD.run(
         model.diffusion_model,
         key,

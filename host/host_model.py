@@ -8,6 +8,7 @@ import logging
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.model_sampling
+import comfy.samplers
 import comfy.sd
 import comfy.supported_models
 import comfy.supported_models_base
@@ -164,3 +165,16 @@ def is_zimage(model) -> bool:
     """Whether a MODEL is ComfyUI's Z-Image (its model config), however it was loaded."""
     config = getattr(getattr(model, "model", None), "model_config", None)
     return isinstance(config, comfy.supported_models.ZImage)
+
+
+def turbo_sigmas(model, steps: int, sampler_name: str, denoise: float):
+    # KSampler's own sigma logic (denoise tail, samplers that discard the penultimate sigma).
+    return comfy.samplers.KSampler(
+        model,
+        steps=steps,
+        device="cpu",
+        sampler=sampler_name,
+        scheduler="simple",
+        denoise=denoise,
+        model_options=model.model_options,
+    ).sigmas
