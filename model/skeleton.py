@@ -29,12 +29,14 @@ the host's own forward. ComfyUI is imported lazily: this module imports without 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import torch
 
-# (module, class) of model patches whose per-row behaviour this skeleton reproduces.
-KNOWN_PATCHES = {("comfy_extras.nodes_model_patch", "ZImageControlPatch")}
+# (module, class) of model patches whose per-row behaviour this skeleton reproduces. ComfyUI loads
+# comfy_extras by file path, so the module name is the file's path there: compared by its last two parts.
+KNOWN_PATCHES = {(("comfy_extras", "nodes_model_patch"), "ZImageControlPatch")}
 PATCH_POINTS = ("noise_refiner", "double_block")
 
 
@@ -43,9 +45,10 @@ def unsupported_patch(transformer_options: dict) -> str | None:
     patches = transformer_options.get("patches") or {}
     for point in PATCH_POINTS:
         for p in patches.get(point) or ():
-            kind = (type(p).__module__, type(p).__qualname__)
-            if kind not in KNOWN_PATCHES:
-                return f"a '{point}' model patch this pack does not know ({kind[1]} from {kind[0]})"
+            module, name = type(p).__module__, type(p).__qualname__
+            if (tuple(re.split(r"[./\\]", module)[-2:]), name) not in KNOWN_PATCHES:
+                module, name = getattr(p, "__module__", module), getattr(p, "__qualname__", name)
+                return f"a '{point}' model patch this pack does not know ({name} from {module})"
     return None
 
 

@@ -64,9 +64,9 @@ def reference_forward(dm, x, t, pos, neg, scale, tau, alpha, patches=None):
     img_input = img
     for i, layer in enumerate(dm.noise_refiner):
         img = layer(img, None, rows[0][2], adaln, transformer_options={})
-        for p in patches.get("noise_refiner", []):
+        for patch in patches.get("noise_refiner", []):
             args = {"img": img, "img_input": img_input, "txt": rows[0][0], "pe": rows[0][2], "vec": adaln, "x": x}
-            out = p({**args, "block_index": i, "transformer_options": {}, "block_type": "noise_refiner"})
+            out = patch({**args, "block_index": i, "transformer_options": {}, "block_type": "noise_refiner"})
             img = out.get("img", img)
 
     # The doubled batch, right-padded to a common length, padding keys masked.
@@ -95,10 +95,10 @@ def reference_forward(dm, x, t, pos, neg, scale, tau, alpha, patches=None):
     seq_input = seq.clone()
     for i, layer in enumerate(dm.layers):
         seq = layer(seq, mask, freqs, adaln.repeat(2, 1), transformer_options=options)
-        for p in patches.get("double_block", []):
+        for patch in patches.get("double_block", []):
             stream = seq[:1, P : P + Ni]  # the one image stream, as the positive row holds it
             args = {"img": stream, "img_input": seq_input[:1, P : P + Ni], "txt": seq[:1, :P]}
-            out = p(
+            out = patch(
                 {**args, "pe": freqs[:1, P : P + Ni], "vec": adaln, "x": x, "block_index": i, "transformer_options": {}}
             )
             seq[0, P : P + Ni] = out.get("img", stream)[0]
