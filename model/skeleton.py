@@ -265,6 +265,20 @@ class Layout:
 def forward(dm, x: torch.Tensor, timesteps, captions: list, layout: Layout, transformer_options: dict) -> torch.Tensor:
     """NextDiT._forward through `layout` (module docstring). captions: one per image row
     ([L, cap_feat_dim] or [1, L, cap_feat_dim]). Returns [B, C, h, w], the negated velocity."""
+    try:
+        return _forward(dm, x, timesteps, captions, layout, transformer_options)
+    except BaseException:
+        # The Fun ControlNet patch carries its control stream from one layer call to the next
+        # (`temp_data`) and resets it only at the end of a whole forward: after a forward that
+        # stopped half way, the host forward a caller falls back to would continue a stale stream.
+        for point in PATCH_POINTS:
+            for p in _patches(transformer_options, point):
+                if hasattr(p, "temp_data"):
+                    p.temp_data = None
+        raise
+
+
+def _forward(dm, x, timesteps, captions, layout, transformer_options):
     import comfy.ldm.common_dit
 
     B, _, h, w = x.shape

@@ -30,7 +30,9 @@ def _zimage_30(host):
     import comfy.model_patcher
     import comfy.supported_models
 
-    cfg = demo_weights.unet_config(n_layers=30)
+    # The released layout's depth (30 main layers, 2 noise refiner layers): the patch maps its control
+    # layers onto both by index.
+    cfg = demo_weights.unet_config(n_layers=30, n_refiner_layers=2)
     model_config = comfy.supported_models.ZImage(cfg)
     model_config.set_inference_dtype(torch.float32, None)
     model = model_config.get_model({})
@@ -150,6 +152,25 @@ def test_nag_forward_with_control_equals_the_one_stream_reference(host, zmodel, 
     assert _max_diff(neutral, control_only) <= TOL  # NAG neutral: the host's controlled forward
     assert _max_diff(out, control_only) > 1e-3  # NAG acts with the control on
     assert _max_diff(out, nag_only) > 1e-3  # the control acts under NAG
+
+
+def test_a_forward_stopped_half_way_leaves_no_control_state_behind(host, zmodel, dm, vae, pack):
+    """The control patch carries its stream from layer to layer; a skeleton forward that fails after
+    the refiners (as a mirror may, before its caller falls back to the host) must not leave it there."""
+    patched = _controlled(host, zmodel, vae, "15_layers_refiner_inpaint")
+    options = _options(patched)
+    x, t, contexts = _inputs([7])
+    with torch.no_grad():
+        expected = dm(x, t, contexts[0][None], 7, transformer_options=dict(options))
+
+        class StopsAfterTheRefiners(pack.model.zimage_batched.BatchedLayout):
+            def join(self, *args, **kwargs):
+                raise RuntimeError("stopped")
+
+        with pytest.raises(RuntimeError):
+            pack.model.skeleton.forward(dm, x, t, contexts, StopsAfterTheRefiners(), dict(options))
+        assert options["patches"]["double_block"][0].temp_data is None
+        assert torch.equal(dm(x, t, contexts[0][None], 7, transformer_options=dict(options)), expected)
 
 
 # ---------------------------------------------------------------------------------------------
