@@ -34,12 +34,29 @@ log = logging.getLogger("zimage_nodes")
 
 WRAPPER_KEY = "zimage_nodes.nag"
 
-# Verdicts of zimage_nag.self_check, per diffusion model, device and dtype.
+# Verdicts of zimage_nag.self_check, per diffusion model, device and dtype: the shared-keys
+# attention first; where it fails, the two-window attention; where that fails, the host's forward.
+GUARD_SHARED = ForwardGuard("Z-Image NAG shared-keys attention", instead="two attention windows")
 GUARD = ForwardGuard("Z-Image NAG forward")
 
 
+def attention_path(diffusion_model, transformer_options: dict, device, dtype) -> tuple[str | None, str]:
+    """Which NAG attention runs for this model, device and dtype ("shared", "windows", or None: the
+    host's forward), and why, from the self-checks (each reason logged once)."""
+    args = dict(device=device, dtype=dtype)
+    ok, why = zimage_nag.self_check(diffusion_model, transformer_options, guard=GUARD_SHARED, **args)
+    if ok:
+        return "shared", why
+    shared_why = why
+    ok, why = zimage_nag.self_check(diffusion_model, transformer_options, guard=GUARD, attention="windows", **args)
+    if ok:
+        return "windows", f"shared-keys attention: {shared_why}"
+    return None, f"shared-keys attention: {shared_why}; two windows: {why}"
+
+
 def verified(diffusion_model, transformer_options: dict, device, dtype) -> tuple[bool, str]:
-    return zimage_nag.self_check(diffusion_model, transformer_options, device=device, dtype=dtype, guard=GUARD)
+    path, why = attention_path(diffusion_model, transformer_options, device, dtype)
+    return path is not None, why
 
 
 class NagPatch:
@@ -49,6 +66,7 @@ class NagPatch:
         self.params = params
         self.negative = negative  # [n, L, cap_feat_dim], as the text encoder produced it
         self.fallback_reason: str | None = None
+        self.attention = "shared"  # the NAG attention path of the last call (attention_path)
 
     def _fallback(self, why: str):
         if why != self.fallback_reason:
@@ -56,6 +74,7 @@ class NagPatch:
             self.fallback_reason = why
 
     def blocker(self, dm, x, attention_mask, options: dict, extra: dict) -> str | None:
+        """Why this call cannot run NAG, or None (then `self.attention` is the path that runs)."""
         for name, value in extra.items():
             if value is None or (isinstance(value, (list, tuple, dict)) and len(value) == 0):
                 continue
@@ -65,9 +84,10 @@ class NagPatch:
             return why
         if attention_mask is not None and not bool((attention_mask != 0).all()):
             return "the caption attention mask masks tokens (padded text encoder output), not supported"
-        ok, why = verified(dm, options, x.device, x.dtype)
-        if not ok:
+        path, why = attention_path(dm, options, x.device, x.dtype)
+        if path is None:
             return f"self-check failed: {why}"
+        self.attention = path
         return None
 
     def __call__(self, executor, x, timesteps, context, num_tokens, attention_mask=None, **kwargs):
@@ -100,11 +120,13 @@ class NagPatch:
         neg_ctx = [negative[(r % per) % negative.shape[0]] for r in pos_rows]
         p = self.params
         if not other_rows:
-            return zimage_nag.nag_forward(dm, x, timesteps, pos_ctx, neg_ctx, p.scale, p.tau, p.alpha, inner)
+            return zimage_nag.nag_forward(
+                dm, x, timesteps, pos_ctx, neg_ctx, p.scale, p.tau, p.alpha, inner, self.attention
+            )
         out = torch.empty_like(x)
         rows = torch.tensor(pos_rows, device=x.device)
         out[rows] = zimage_nag.nag_forward(
-            dm, x[rows], timesteps[rows], pos_ctx, neg_ctx, p.scale, p.tau, p.alpha, inner
+            dm, x[rows], timesteps[rows], pos_ctx, neg_ctx, p.scale, p.tau, p.alpha, inner, self.attention
         ).to(out.dtype)
         # A CFG negative that ComfyUI batched in with the positive (same caption length): plain.
         rows = torch.tensor(other_rows, device=x.device)

@@ -99,8 +99,9 @@ class ForwardGuard:
     it. `signature` is any hashable the caller derives from what changes the computation's
     structure (shapes, token lengths, dtype, device, option keys)."""
 
-    def __init__(self, name: str, logger: logging.Logger = log):
+    def __init__(self, name: str, logger: logging.Logger = log, instead: str = "host path"):
         self.name = name
+        self.instead = instead  # what runs when the mirror is not verified (for the log)
         self.log = logger
         self._verdicts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._logged: set[str] = set()
@@ -119,7 +120,7 @@ class ForwardGuard:
         """Log, once per distinct reason, that the host path runs instead of the mirror."""
         if reason not in self._logged:
             self._logged.add(reason)
-            self.log.info("%s: host path (%s)", self.name, reason)
+            self.log.info("%s: %s (%s)", self.name, self.instead, reason)
 
     def run(
         self,

@@ -38,10 +38,13 @@ from __future__ import annotations
 
 import torch
 
+from ..core import nag_attention
 from ..core.nag import nag_combine
 from . import skeleton, zimage_batched
 
-__all__ = ["nag_forward", "can_nag", "self_check", "MirrorMismatch", "NagLayout"]
+__all__ = ["nag_forward", "can_nag", "self_check", "MirrorMismatch", "NagLayout", "ATTENTION_PATHS"]
+
+ATTENTION_PATHS = ("shared", "windows")
 
 
 class MirrorMismatch(RuntimeError):
@@ -156,6 +159,98 @@ class _NagAttention:
         return src.gather(1, self.src[:, :, None].expand(B, self.S, C))
 
 
+def _heads_last(t: torch.Tensor) -> torch.Tensor:
+    """[B, H, L, d] -> [B, L, H*d], the layout the host's attention returns."""
+    B, H, L, d = t.shape
+    return t.transpose(1, 2).reshape(B, L, H * d)
+
+
+class _SharedKeysAttention:
+    """The main layers' attention with the image keys attended once for z+ and z-
+    (core/nag_attention.py): per group of rows with the same caption lengths (P, N),
+
+    * image queries: one pass over the image keys, one over the positive caption's keys, one over
+      the negative caption's; two log-sum-exp merges give z+ and z-, and nag_combine the image rows;
+    * positive caption queries over [positive caption, image] (window A), negative caption queries
+      over [image, negative caption] (window B), as in `_NagAttention`.
+
+    Image pad tokens whose window-B rotation differs (`pad_rope`, see `_NagAttention`) are keys of
+    their own in each branch (with the caption's keys), not shared ones; their own query rows in z-
+    are computed over the whole window B. The kernel is torch's, chosen per device, dtype and head
+    size, not the attention backend the user selected for ComfyUI (README, NAG)."""
+
+    def __init__(self, pos_lens, neg_lens, n_img, seq_len, scale, tau, alpha, pad_rope=None):
+        self.P, self.N, self.Ni, self.S = list(pos_lens), list(neg_lens), n_img, seq_len
+        self.scale, self.tau, self.alpha = scale, tau, alpha
+        self.pad_rope = pad_rope
+        self.calls = 0
+        self.kernel = None  # the kernel of the last call (for logs and the bench)
+        groups: dict[tuple, list] = {}
+        for i, pn in enumerate(zip(self.P, self.N)):
+            groups.setdefault(pn, []).append(i)
+        self.groups = [(p, n, rows) for (p, n), rows in groups.items()]
+
+    def _rotate_pad(self, t: torch.Tensor, rows) -> torch.Tensor:
+        """Window B's re-rotation of image pad rows t [b, H, n_pad, d] (see `_NagAttention`)."""
+        from comfy.ldm.flux.math import apply_rope1
+
+        freqs = self.pad_rope[1] if rows is None else self.pad_rope[1][rows]
+        return apply_rope1(t.movedim(1, 2).contiguous(), freqs).movedim(2, 1)
+
+    def _group(self, q, k, v, P, N, rows, kernel):
+        Ni, end = self.Ni, P + self.Ni + N
+        q_img, k_img, v_img = q[:, :, P : P + Ni], k[:, :, P : P + Ni], v[:, :, P : P + Ni]
+        k_pos, v_pos = k[:, :, :P], v[:, :, :P]
+        k_neg, v_neg = k[:, :, P + Ni : end], v[:, :, P + Ni : end]
+        cap_pos = nag_attention.attention(q[:, :, :P], k[:, :, : P + Ni], v[:, :, : P + Ni], kernel)
+        if self.pad_rope is None:
+            z_pos, z_neg = nag_attention.shared_key_pair(q_img, k_img, v_img, k_pos, v_pos, k_neg, v_neg, kernel)
+            cap_neg = nag_attention.attention(q[:, :, P + Ni : end], k[:, :, P:end], v[:, :, P:end], kernel)
+        else:
+            first = self.pad_rope[0]
+            k_pad_b = self._rotate_pad(k_img[:, :, first:], rows)
+            v_pad = v_img[:, :, first:]
+            z_pos, z_neg = nag_attention.shared_key_pair(
+                q_img,
+                k_img[:, :, :first],
+                v_img[:, :, :first],
+                torch.cat([k_pos, k_img[:, :, first:]], 2),
+                torch.cat([v_pos, v_pad], 2),
+                torch.cat([k_neg, k_pad_b], 2),
+                torch.cat([v_neg, v_pad], 2),
+                kernel,
+            )
+            k_b = torch.cat([k_img[:, :, :first], k_pad_b, k_neg], 2)
+            v_b = torch.cat([v_img, v_neg], 2)
+            q_pad_b = self._rotate_pad(q_img[:, :, first:], rows)
+            z_neg[:, :, first:] = nag_attention.attention(q_pad_b, k_b, v_b, kernel).float()
+            cap_neg = nag_attention.attention(q[:, :, P + Ni : end], k_b, v_b, kernel)
+        z = nag_combine(_heads_last(z_pos), _heads_last(z_neg), self.scale, self.tau, self.alpha)
+        return [_heads_last(cap_pos), z.to(q.dtype), _heads_last(cap_neg)], end
+
+    def __call__(self, func, q, k, v, heads, mask=None, *args, **kwargs):
+        self.calls += 1
+        if mask is not None:
+            raise MirrorMismatch("a main layer's attention received a mask; the NAG mirror passes none")
+        if q.ndim != 4 or q.shape[2] != self.S or not kwargs.get("skip_reshape", False):
+            raise MirrorMismatch(f"unexpected attention layout: q {tuple(q.shape)}, expected [B, heads, {self.S}, d]")
+        if kwargs.get("skip_output_reshape", False):
+            raise MirrorMismatch("the host asked for the attention output in [B, heads, S, d] layout")
+        B, H, _, d = q.shape
+        kernel = self.kernel = nag_attention.kernel_for(q.device, q.dtype, d)
+        if len(self.groups) == 1:
+            parts, end = self._group(q, k, v, self.P[0], self.N[0], None, kernel)
+            if end < self.S:
+                parts.append(q.new_zeros((B, self.S - end, H * d)))
+            return torch.cat(parts, dim=1)
+        out = q.new_zeros((B, self.S, H * d))
+        for P, N, rows in self.groups:
+            idx = torch.tensor(rows, device=q.device)
+            parts, end = self._group(q[idx], k[idx], v[idx], P, N, idx, kernel)
+            out[idx, :end] = torch.cat(parts, dim=1)
+        return out
+
+
 def nag_forward(
     diffusion_model,
     x: torch.Tensor,
@@ -166,13 +261,16 @@ def nag_forward(
     tau: float,
     alpha: float,
     transformer_options: dict | None = None,
+    attention: str = "shared",
 ) -> torch.Tensor:
     """ComfyUI's Z-Image NextDiT forward with NAG in every main layer: the skeleton
     (model/skeleton.py) with `NagLayout`.
 
     x: [B, C, H, W]; timesteps: [B] or one value; pos_contexts / neg_contexts: B captions each,
     [L, cap_feat_dim] or [1, L, cap_feat_dim], any lengths. Returns what NextDiT.forward returns
-    (negated velocity), [B, C, H, W]."""
+    (negated velocity), [B, C, H, W]. attention: "shared" (image keys attended once for z+ and z-,
+    `_SharedKeysAttention`) or "windows" (two attention windows through the host's attention,
+    `_NagAttention`)."""
     transformer_options = dict(transformer_options or {})
     ok, why = can_nag(diffusion_model, transformer_options)
     if not ok:
@@ -180,7 +278,9 @@ def nag_forward(
     B = x.shape[0]
     if len(pos_contexts) != B or len(neg_contexts) != B:
         raise ValueError(f"{len(pos_contexts)} positive / {len(neg_contexts)} negative captions for a batch of {B}")
-    layout = NagLayout(neg_contexts, scale, tau, alpha)
+    if attention not in ATTENTION_PATHS:
+        raise ValueError(f"attention must be one of {ATTENTION_PATHS}, got {attention!r}")
+    layout = NagLayout(neg_contexts, scale, tau, alpha, attention)
     return skeleton.forward(diffusion_model, x, timesteps, pos_contexts, layout, transformer_options)
 
 
@@ -190,8 +290,9 @@ class NagLayout(skeleton.Layout):
     docstring), and the main layers' attention replaced by `attention_hook`. The image rows are the
     positive caption's: model patches (a ControlNet) act on the one image stream."""
 
-    def __init__(self, negatives: list, scale: float, tau: float, alpha: float):
+    def __init__(self, negatives: list, scale: float, tau: float, alpha: float, attention: str = "shared"):
         self.negatives = list(negatives)
+        self.attention = attention
         self.scale, self.tau, self.alpha = scale, tau, alpha
         self.hook = None
 
@@ -199,7 +300,10 @@ class NagLayout(skeleton.Layout):
         return self.negatives
 
     def attention_hook(self, previous, P, N, Ni, S, device, pad_rope):
-        """The one attention hook of the main layers (ComfyUI's optimized_attention_override)."""
+        """The one attention hook of the main layers (ComfyUI's optimized_attention_override). Another
+        override already in place (`previous`) is honoured: the two windows run through it."""
+        if self.attention == "shared" and previous is None:
+            return _SharedKeysAttention(P, N, Ni, S, self.scale, self.tau, self.alpha, pad_rope)
         return _NagAttention(previous, P, N, Ni, S, self.scale, self.tau, self.alpha, device, pad_rope)
 
     def join(self, dm, x, tokens, caps, img, transformer_options):
@@ -242,15 +346,27 @@ class NagLayout(skeleton.Layout):
 
 
 def self_check(
-    diffusion_model, transformer_options: dict | None = None, device=None, dtype=None, guard=None
+    diffusion_model,
+    transformer_options: dict | None = None,
+    device=None,
+    dtype=None,
+    guard=None,
+    attention: str = "shared",
 ) -> tuple[bool, str]:
-    """Compare this mirror against the host's own forward on a small probe input, through
-    forward_guard (verdict cached per model and signature in `guard`, reason logged once).
+    """Compare this mirror (with the `attention` path) against the host's own forward on small probe
+    inputs, through forward_guard (verdict cached per model and signature in `guard`, reason logged
+    once).
 
-    Two comparisons: with NAG neutral (scale 1) the output must equal the host's plain forward; with
-    the negative equal to the positive (and a large scale, which amplifies any mismatch between
-    the two branches) it must too. The probe has image pad tokens and captions of different padded
-    lengths, so the windows, the negative caption's positions and the pad-token rotation all run.
+    Three comparisons:
+    * NAG neutral (scale 1): the output must equal the host's plain forward with the positive;
+    * negative = positive (a large scale amplifies any mismatch between the branches): the same;
+    * window B alone (scale 0, alpha 1, a tau that never caps: the image rows take z- only), with
+      captions of different padded lengths (so the negative caption's position shift runs) on a
+      latent without image pad tokens (where the shared noise refiner is exact): the output must
+      equal the host's plain forward with the NEGATIVE caption. This one sees position errors that
+      the first two cannot (they never use z-, or have no shift).
+    The first two run on a latent with image pad tokens and captions of different padded lengths,
+    so the windows and the pad-token rotation run too (their values are covered by host tests).
     `transformer_options` must not hold this pack's NAG wrapper (the host forward would recurse)."""
     from .forward_guard import ForwardGuard
 
@@ -261,24 +377,27 @@ def self_check(
         param = next(dm.parameters())
         device = param.device if device is None else device
         dtype = param.dtype if dtype is None else dtype
-    signature = ("NAG self-check", str(device), dtype, skeleton.patch_kinds(opts))
+    signature = ("NAG self-check", attention, str(device), dtype, skeleton.patch_kinds(opts))
     if guard.verdict(dm, signature) is None:
         g = torch.Generator(device="cpu").manual_seed(0)
         cap_dim = dm.cap_embedder[0].weight.shape[0]
         x = torch.randn((1, dm.in_channels, 12, 8), generator=g).to(device=device, dtype=dtype)  # 24 tokens + 8 pad
+        x_b = torch.randn((1, dm.in_channels, 16, 16), generator=g).to(device=device, dtype=dtype)  # 64, no pad
         t = torch.tensor([0.6], device=device, dtype=dtype)
         pos = torch.randn((11, cap_dim), generator=g).to(device=device, dtype=dtype)
         neg = torch.randn((37, cap_dim), generator=g).to(device=device, dtype=dtype)
 
         def mirror():
             return [
-                nag_forward(dm, x, t, [pos], [neg], 1.0, 2.5, 1.0, dict(opts)),
-                nag_forward(dm, x, t, [pos], [pos], 4.0, 10.0, 1.0, dict(opts)),
+                nag_forward(dm, x, t, [pos], [neg], 1.0, 2.5, 1.0, dict(opts), attention),
+                nag_forward(dm, x, t, [pos], [pos], 4.0, 10.0, 1.0, dict(opts), attention),
+                nag_forward(dm, x_b, t, [pos], [neg], 0.0, float("inf"), 1.0, dict(opts), attention),
             ]
 
         def reference():
             ref = dm(x, t, pos[None], pos.shape[0], transformer_options=dict(opts))
-            return [ref, ref]
+            ref_b = dm(x_b, t, neg[None], neg.shape[0], transformer_options=dict(opts))
+            return [ref, ref, ref_b]
 
         with torch.no_grad():
             guard.run(dm, signature, mirror, reference)
