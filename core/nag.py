@@ -51,9 +51,16 @@ class NagParams:
         """True when the rule returns z_pos exactly: alpha 0, or scale 1 (g = z_pos, r = 1 <= tau)."""
         return self.alpha == 0.0 or self.scale == 1.0
 
+    @property
+    def is_off(self) -> bool:
+        """True when NAG never runs: neutral settings, or sigma_end at its maximum (1.0 or more).
+        Flow sigmas start at 1.0, so a sigma_end of 1.0 would otherwise still guide the first step."""
+        return self.is_noop or self.sigma_end >= 1.0
+
     def active_at(self, sigma: float) -> bool:
-        """NAG runs on steps whose sigma is >= sigma_end, as in the authors' ComfyUI-NAG."""
-        return (not self.is_noop) and sigma >= self.sigma_end
+        """NAG runs on steps whose sigma is >= sigma_end, as in the authors' ComfyUI-NAG; never when
+        `is_off` (sigma_end 1.0 means off)."""
+        return (not self.is_off) and sigma >= self.sigma_end
 
 
 DEFAULTS = NagParams()

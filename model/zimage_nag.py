@@ -9,20 +9,35 @@ the image stream is ONE stream, and `nag_forward` runs each sample as one joint 
 
 through the host's own blocks. Every linear layer, norm and MLP sees each token once; the extra
 work over a plain forward is the negative caption's tokens (embedder, context refiner, the main
-layers) and, per main layer, the image queries' second attention pass. The attention itself is
-replaced, for the main layers only, through ComfyUI's `optimized_attention_override` hook (the
-host computes q, k, v with its own code, norms and RoPE included, and calls the hook):
+layers) and small attention passes. The attention is replaced, for the main layers only, through
+ComfyUI's `optimized_attention_override` hook (the host computes q, k, v with its own code, norms
+and RoPE included, and calls the hook). Conceptually there are two windows:
 
 * window A = [positive caption, image] attends to itself: the positive caption's and z+ rows;
 * window B = [image, negative caption] attends to itself: z- and the negative caption's rows;
 * the image rows become nag_combine(z+, z-); the host's output projection follows.
 
+Both windows hold the same image keys, so `_SharedKeysAttention` (the default) attends the image
+queries over them ONCE and merges in each caption's keys by log-sum-exp (core/nag_attention.py):
+exact, and NAG's extra attention is then only the caption parts. `_NagAttention` computes the two
+windows as such through the host's attention function; it is the fallback when the shared-keys
+path fails its self-check, or when another attention override is already in place.
+
 RoPE positions: the positive caption and the image are where a plain forward puts them (caption
 1..P, image at P + 1). The negative caption sits at P - N + 1 .. P on the first axis, so the image
 is right after it, as in a plain forward of the negative (image at N + 1): attention scores under
-RoPE depend only on position differences, so this is the negative branch up to float rounding.
-The exception is the image pad tokens (odd latent sizes): a plain forward puts them at position 0
+RoPE depend only on position differences, so window B's attention is the negative branch's. The
+exception is the image pad tokens (odd latent sizes): a plain forward puts them at position 0
 whatever the caption length, so in window B their q and k are rotated once more by P - N.
+
+Window B is not the whole negative branch, though: the image stream entering the main layers is
+the positive branch's. With image pad tokens and captions of different padded lengths the noise
+refiner (which runs on the image alone) sees the pad tokens at other positions relative to the
+image than a plain forward of the negative would; a held-out NAG reference that runs the negative
+at its native positions gave outputs 0.19-1.26 apart on such inputs (tiny random models). One image stream is still the right choice: NAG is
+defined on ONE image stream whose attention is computed against two captions (the authors apply
+it inside each attention layer of a single forward), the combined output continues for both
+branches anyway after the first layer, and a second image stream would double the forward's cost.
 
 Exactness: equals a forward that runs the batch doubled ([pos, img] and [neg, img]) and applies
 NAG on the image slice in every layer (tests/host/test_nag.py, <= 1e-5 in fp32). Everything but

@@ -68,7 +68,7 @@ class ZImageNAG(io.ComfyNode):
                     max=1.0,
                     step=0.01,
                     tooltip="NAG runs only on steps whose sigma is >= this; later, low-noise steps run plain (cheaper, "
-                    "fewer artefacts in fine detail). 0 = every step. Default 0.75, the NAG authors' value for few-step "
+                    "fewer artefacts in fine detail). 0 = every step; 1.0 (the maximum) = off. Default 0.75, the NAG authors' value for few-step "
                     "flow models (Flux-Schnell, SD3.5-Turbo): on Turbo's 8-step grid that is the first 5 steps.",
                 ),
             ],

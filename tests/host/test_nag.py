@@ -302,3 +302,224 @@ def test_clear_errors(host, zmodel, captions):
         _nag_model(host, zmodel, _cond(neg) + _cond(neg))
     with pytest.raises(ValueError, match="nag_tau must be >= 1"):
         _nag_model(host, zmodel, _cond(neg), tau=0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared-keys attention (issue 16) against the two-window attention it replaces
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
+@pytest.mark.parametrize("case", list(CASES))
+def test_shared_keys_equal_the_two_window_forward(dm, znag, case, setting):
+    scale, tau, alpha = SETTINGS[setting]
+    x, t, pos, neg = _inputs(**CASES[case])
+    with torch.no_grad():
+        windows = znag.nag_forward(dm, x, t, pos, neg, scale, tau, alpha, {}, "windows")
+        shared = znag.nag_forward(dm, x, t, pos, neg, scale, tau, alpha, {}, "shared")
+    diff = _max_diff(shared, windows)
+    print(f"{case}/{setting}: |shared keys - two windows| {diff:.3g}")
+    assert diff <= TOL
+
+
+def test_each_kernel_gives_the_same_forward(dm, znag):
+    """The CPU flash kernel and the matmul fallback, forced in turn, through the whole NAG forward."""
+    kernels = znag.nag_attention
+    x, t, pos, neg = _inputs(**CASES["odd_15x13"])
+    outs = {}
+    try:
+        for kernel in ("cpu_flash", "matmul"):
+            kernels.force_kernel(kernel)
+            with torch.no_grad():
+                outs[kernel] = znag.nag_forward(dm, x, t, pos, neg, 5.0, 2.5, 0.25, {})
+    finally:
+        kernels.force_kernel(None)
+    assert _max_diff(outs["cpu_flash"], outs["matmul"]) <= TOL
+    assert kernels.kernel_for(x.device, x.dtype, dm.dim // dm.n_heads) == "cpu_flash"
+
+
+def _spy_hook(znag, monkeypatch):
+    """The attention objects the NAG layout hands to the host, collected."""
+    hooks = []
+    original = znag.NagLayout.attention_hook
+
+    def spy(self, *args):
+        hooks.append(original(self, *args))
+        return hooks[-1]
+
+    monkeypatch.setattr(znag.NagLayout, "attention_hook", spy)
+    return hooks
+
+
+def test_the_shared_keys_path_runs_and_names_its_kernel(dm, znag, monkeypatch):
+    hooks = _spy_hook(znag, monkeypatch)
+    x, t, pos, neg = _inputs(**CASES["batch3_mixed"])
+    with torch.no_grad():
+        znag.nag_forward(dm, x, t, pos, neg, 5.0, 2.5, 0.25, {})
+        znag.nag_forward(dm, x, t, pos, neg, 5.0, 2.5, 0.25, {}, "windows")
+    assert [type(h).__name__ for h in hooks] == ["_SharedKeysAttention", "_NagAttention"]
+    assert hooks[0].kernel == "cpu_flash" and hooks[0].calls == len(dm.layers)
+
+
+def test_another_attention_override_is_honoured_by_the_two_windows(dm, znag, monkeypatch):
+    """An override already in transformer_options (another pack's) keeps being called."""
+    hooks = _spy_hook(znag, monkeypatch)
+    seen = []
+
+    def other(func, *args, **kwargs):
+        seen.append(args[0].shape[2])
+        return func(*args, **kwargs)
+
+    x, t, pos, neg = _inputs(**CASES["short_pos_long_neg"])
+    with torch.no_grad():
+        out = znag.nag_forward(dm, x, t, pos, neg, 5.0, 2.5, 0.25, {"optimized_attention_override": other})
+        ref = znag.nag_forward(dm, x, t, pos, neg, 5.0, 2.5, 0.25, {})
+    # The refiners' calls, then per main layer window A (32 + 64 rows) and window B (64 + 64).
+    L = len(dm.layers)
+    assert type(hooks[0]).__name__ == "_NagAttention" and seen[-2 * L :] == [96, 128] * L
+    assert _max_diff(out, ref) <= TOL
+
+
+def test_self_check_window_b_probe_sees_a_negative_position_error(dm, znag, pack, monkeypatch):
+    """The probes of neutral NAG and negative = positive cannot see where the negative caption sits;
+    the window-B probe (scale 0, alpha 1: the image rows take z- alone) must."""
+    from zimage_nodes.model.forward_guard import ForwardGuard
+
+    assert znag.self_check(dm, {}, guard=ForwardGuard("test"))[0]
+    skeleton = pack.model.skeleton
+    positions = skeleton.caption_positions
+
+    def unshifted(length, device, offset=0.0):  # the negative caption at 1..N instead of P-N+1..P
+        return positions(length, device)
+
+    monkeypatch.setattr(skeleton, "caption_positions", unshifted)
+    for attention in znag.ATTENTION_PATHS:
+        ok, why = znag.self_check(dm, {}, guard=ForwardGuard("test"), attention=attention)
+        assert not ok and "relative error" in why, why
+
+
+def test_a_failing_shared_keys_check_takes_the_two_windows_then_the_host(
+    host, zmodel, captions, nag_nodes, znag, monkeypatch, caplog
+):
+    """Forced failures: the shared-keys path's self-check fails -> two windows, reason logged; both
+    fail -> the host's forward (NAG off for the call), reason logged."""
+    import logging
+
+    pos, neg = captions
+    expected = _turbo(host, _nag_model(host, zmodel, _cond(neg)), _cond(pos))
+    kernels = znag.nag_attention
+
+    def wrong_merge(o1, l1, o2, l2):
+        return o2.float()  # drops the image keys' part
+
+    monkeypatch.setattr(kernels, "merge", wrong_merge)
+    for guard in (nag_nodes.GUARD_SHARED, nag_nodes.GUARD):
+        guard.reset()
+    try:
+        patched = _nag_model(host, zmodel, _cond(neg))
+        with caplog.at_level(logging.INFO, logger="zimage_nodes"), NagCallSpy(nag_nodes) as calls:
+            out = _turbo(host, patched, _cond(pos))
+        assert calls.counts == {"nag": STEPS, "off": 0, "fallback": 0}
+        assert nag_nodes.nag_patch_of(patched).attention == "windows"
+        assert "Z-Image NAG shared-keys attention: two attention windows (mirror differs" in caplog.text
+        assert _max_diff(out, expected) <= TOL
+
+        def no_hook(self, *args):
+            return None  # the host then runs its own attention: the windows' check fails too
+
+        monkeypatch.setattr(znag.NagLayout, "attention_hook", no_hook)
+        for guard in (nag_nodes.GUARD_SHARED, nag_nodes.GUARD):
+            guard.reset()
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="zimage_nodes"), NagCallSpy(nag_nodes) as calls:
+            out = _turbo(host, _nag_model(host, zmodel, _cond(neg)), _cond(pos))
+        assert calls.counts == {"nag": 0, "off": 0, "fallback": STEPS}
+        assert "self-check failed: shared-keys attention:" in caplog.text and "two windows:" in caplog.text
+        assert torch.equal(out, _turbo(host, zmodel, _cond(pos)))
+    finally:
+        monkeypatch.undo()
+        for guard in (nag_nodes.GUARD_SHARED, nag_nodes.GUARD):
+            guard.reset()
+
+
+def test_whole_turbo_run_equals_the_two_window_path(host, zmodel, captions, nag_nodes, monkeypatch):
+    pos, neg = captions
+    shared = _turbo(host, _nag_model(host, zmodel, _cond(neg)), _cond(pos), batch=2, hw=(7, 9))
+    windows = _nag_model(host, zmodel, _cond(neg))
+    original = nag_nodes.attention_path
+
+    def two_windows(*args):
+        path, why = original(*args)
+        return ("windows" if path else None), why
+
+    monkeypatch.setattr(nag_nodes, "attention_path", two_windows)
+    old = _turbo(host, windows, _cond(pos), batch=2, hw=(7, 9))
+    assert nag_nodes.nag_patch_of(windows).attention == "windows"
+    diff = _max_diff(shared, old)
+    print(f"8-step Turbo run: |shared keys - two windows| {diff:.3g}")
+    assert diff <= TOL
+
+
+def test_sigma_end_at_its_maximum_is_off(host, zmodel, captions, nag_nodes):
+    pos, neg = captions
+    with NagCallSpy(nag_nodes) as calls:
+        out = _turbo(host, _nag_model(host, zmodel, _cond(neg), sigma_end=1.0), _cond(pos))
+    assert calls.counts == {"nag": 0, "off": STEPS, "fallback": 0}
+    assert torch.equal(out, _turbo(host, zmodel, _cond(pos)))
+
+
+@pytest.fixture(scope="module")
+def dm_bf16(host):
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    from zimage_nodes.tools import demo_weights
+
+    cfg = demo_weights.unet_config(**demo_weights.TINY)
+    model_config = comfy.supported_models.ZImage(cfg)
+    model_config.set_inference_dtype(torch.bfloat16, None)
+    model = model_config.get_model({})
+    demo_weights.fill_random(model.diffusion_model, 0).eval()
+    return comfy.model_patcher.ModelPatcher(model, load_device="cpu", offload_device="cpu").model.diffusion_model
+
+
+def test_bfloat16_within_the_self_checks_tolerance(dm_bf16, znag):
+    from zimage_nodes.model.forward_guard import REL_TOL, ForwardGuard, compare
+
+    dm = dm_bf16
+    assert next(dm.parameters()).dtype == torch.bfloat16
+    ok, why = znag.self_check(dm, {}, guard=ForwardGuard("test"), dtype=torch.bfloat16)
+    assert ok, why
+    x, t, pos, neg = _inputs(**CASES["odd_15x13"])
+    x, t = x.bfloat16(), t.bfloat16()
+    pos, neg = [c.bfloat16() for c in pos], [c.bfloat16() for c in neg]
+    with torch.no_grad():
+        shared = znag.nag_forward(dm, x, t, pos, neg, 5.0, 2.5, 0.25, {})
+        windows = znag.nag_forward(dm, x, t, pos, neg, 5.0, 2.5, 0.25, {}, "windows")
+    verdict = compare(shared, windows)
+    print(f"bf16: relative error shared keys vs two windows {verdict.error:.3g} (tolerance {REL_TOL[torch.bfloat16]})")
+    assert verdict.ok, verdict.reason
+
+
+@pytest.mark.parametrize("backend", ["attention_pytorch", "attention_split", "attention_sub_quad", "attention_basic"])
+def test_nag_stays_within_tolerance_of_each_cpu_attention_backend(dm, znag, backend, monkeypatch):
+    """Whatever attention ComfyUI runs (the user's choice), NAG (its own kernel) stays within the
+    self-check's tolerance of that host's own forward: neutral settings and negative = positive."""
+    import comfy.ldm.lumina.model as lumina
+    import comfy.ldm.modules.attention as attention
+
+    from zimage_nodes.model.forward_guard import ForwardGuard, compare
+
+    monkeypatch.setattr(lumina, "optimized_attention_masked", getattr(attention, backend))
+    ok, why = znag.self_check(dm, {}, guard=ForwardGuard("test"))
+    assert ok, why
+    x, t, pos, neg = _inputs(**CASES["odd_15x13"])
+    with torch.no_grad():
+        host_out = torch.cat([dm(x[i : i + 1], t[i : i + 1], c[None], c.shape[0]) for i, c in enumerate(pos)])
+        same = znag.nag_forward(dm, x, t, pos, pos, 5.0, 2.5, 0.25, {})
+        neutral = znag.nag_forward(dm, x, t, pos, neg, 1.0, 2.5, 0.25, {})
+    for out in (same, neutral):
+        verdict = compare(out, host_out)
+        print(
+            f"{backend}: relative error vs the host's forward {verdict.error:.3g}, max {_max_diff(out, host_out):.3g}"
+        )
+        assert verdict.ok, verdict.reason
