@@ -7,6 +7,9 @@
 
 Paths, all --steps steps (8), euler, shift 3, the same model, latent, seed and captions:
   plain     ZINodesTurboSampler (one forward per step, the negative never evaluated)
+  plain_sdpa  the same with ComfyUI's pytorch attention (torch SDPA) in the main and refiner layers:
+            on the CPU ComfyUI's default is its sub-quadratic attention, slower than the torch
+            kernel NAG uses, so this row is the like-for-like baseline for NAG's own cost
   nag       ZINodesNAG (sigma_end 0: NAG on every step) -> ZINodesTurboSampler; the shared-keys
             attention (image keys attended once for z+ and z-), kernel named in the output
   nag_win   the same with the previous two-window attention (window B attends over the image keys a
@@ -160,6 +163,20 @@ def _interleaved(fns: dict, rounds: int) -> tuple[dict, dict]:
 
 
 @contextmanager
+def _pytorch_attention():
+    """ComfyUI's pytorch attention (torch SDPA) for Z-Image's attention layers inside (bench-side)."""
+    import comfy.ldm.lumina.model as lumina
+    import comfy.ldm.modules.attention as attention
+
+    original = lumina.optimized_attention_masked
+    lumina.optimized_attention_masked = attention.attention_pytorch
+    try:
+        yield
+    finally:
+        lumina.optimized_attention_masked = original
+
+
+@contextmanager
 def _two_windows(nag_mod):
     """The previous two-window attention for the NAG calls inside (a bench-side switch of the patch's
     path choice; the self-check of that path runs as in production)."""
@@ -204,6 +221,7 @@ def run(host, size: dict, side: int, rounds: int, device_kind: str, steps: int =
 
     models = {
         "plain": model,
+        "plain_sdpa": model,
         "nag": sampling_paths.nag_model(host, model, neg, sigma_end=0.0),
         "nag_win": sampling_paths.nag_model(host, model, neg, sigma_end=0.0),
         "nag_def": sampling_paths.nag_model(host, model, neg),
@@ -213,7 +231,8 @@ def run(host, size: dict, side: int, rounds: int, device_kind: str, steps: int =
 
     def turbo(name):
         def fn():
-            with _two_windows(nag_mod) if name == "nag_win" else _nothing():
+            switch = {"nag_win": _two_windows(nag_mod), "plain_sdpa": _pytorch_attention()}.get(name, _nothing())
+            with switch:
                 out[name] = sampling_paths.turbo_sampler(
                     host, models[name], pos, latent, seed=SEED, steps=steps, shift=SHIFT
                 )["samples"]
@@ -228,7 +247,7 @@ def run(host, size: dict, side: int, rounds: int, device_kind: str, steps: int =
             host, model, pos, neg, latent, steps=steps, cfg=CFG, seed=SEED, shift=SHIFT
         )["samples"]
 
-    fns = {name: turbo(name) for name in ("plain", "nag", "nag_win", "nag_def")}
+    fns = {name: turbo(name) for name in ("plain", "plain_sdpa", "nag", "nag_win", "nag_def")}
     fns["cfg"] = cfg
     counts, peaks = {}, {}
     nag_calls = {}
@@ -270,6 +289,7 @@ def _nothing():
 
 LABELS = {
     "plain": "Turbo, plain (ZINodesTurboSampler)",
+    "plain_sdpa": "Turbo, plain, ComfyUI's pytorch attention (SDPA)",
     "nag": "Turbo + ZINodesNAG, NAG every step (sigma_end 0), shared keys",
     "nag_win": "the same, previous two-window attention",
     "nag_def": "Turbo + ZINodesNAG, defaults (sigma_end 0.75)",
@@ -283,7 +303,7 @@ def report(r: dict, info: dict) -> str:
     med = {n: bc.median(t) for n, t in primary.items()}
     wall = {n: bc.median(t) for n, t in r["times"].items()}
     rows = []
-    for n in ("plain", "nag", "nag_win", "nag_def", "cfg"):
+    for n in ("plain", "plain_sdpa", "nag", "nag_win", "nag_def", "cfg"):
         rows.append(
             [
                 LABELS[n],
@@ -328,6 +348,7 @@ def report(r: dict, info: dict) -> str:
         ),
         "",
         f"NAG every step / plain Turbo: **{ratio:.3f}** (target <= {target:.2f}: {'met' if ratio <= target else 'NOT met'}); "
+        f"NAG / plain with pytorch attention: {med['nag'] / med['plain_sdpa']:.3f}; "
         f"two windows: {med['nag_win'] / med['plain']:.3f}; defaults: {med['nag_def'] / med['plain']:.3f}; "
         f"CFG: {med['cfg'] / med['plain']:.3f}. Extra peak of NAG: {100 * extra:+.1f}% of plain's"
         + (
