@@ -2,18 +2,19 @@
 
     python tools/bench/bench_nag.py [--comfyui PATH] [--side 512|1024|1536] [--steps 8] [--rounds 3]
                                     [--threads 1] [--quick]
-    python tools/bench/bench_nag.py --gpu [--side 1024]   # full-size model, needs CUDA
+    python tools/bench/bench_nag.py --gpu [--side 512 1024]   # full-size model, needs CUDA
     python tools/bench/bench_nag.py --gpu-dry-run    # the GPU code path on the CPU, tiny model
 
 Paths, all --steps steps (8), euler, shift 3, the same model, latent, seed and captions:
   plain     ZINodesTurboSampler (one forward per step, the negative never evaluated)
   plain_sdpa  the same with ComfyUI's pytorch attention (torch SDPA) in the main and refiner layers:
             on the CPU ComfyUI's default is its sub-quadratic attention, slower than the torch
-            kernel NAG uses, so this row is the like-for-like baseline for NAG's own cost
+            kernel NAG uses in the main layers; with nag_sdpa below, the like-for-like pair
   nag       ZINodesNAG (sigma_end 0: NAG on every step) -> ZINodesTurboSampler; the shared-keys
             attention (image keys attended once for z+ and z-), kernel named in the output
   nag_win   the same with the previous two-window attention (window B attends over the image keys a
             second time, through ComfyUI's attention), for comparison
+  nag_sdpa  nag with ComfyUI's pytorch attention for the layers NAG does not replace (refiners)
   nag_def   ZINodesNAG with its defaults (sigma_end 0.75: NAG on the first 5 of 8 steps)
   cfg       ModelSamplingAuraFlow(3) + KSampler at cfg 2 with the same negative (ComfyUI's CFG:
             positive and negative forwards every step)
@@ -27,7 +28,8 @@ runs before any measurement. Nothing here asserts: it measures and prints.
 
 CPU model: random-weight Z-Image DiT of width 1152 (9 heads of 128), 2 main layers, 1+1
 refiners; --side 512 (64x64 latent, 1024 image tokens, the default) or 1024 (4096 tokens).
-GPU model: the full-size Z-Image DiT in bfloat16, --side 1024 by default.
+GPU model: the full-size Z-Image DiT in bfloat16, --side 512 and 1024 by default. --paths runs a
+subset (plain and nag always).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ POS_TOKENS, NEG_TOKENS = 100, 60  # pad to 128 and 64
 TARGETS = {"cpu": 1.30, "gpu": 1.25}
 # Issue 16's targets for NAG every step / plain, per side (CPU, width 1152, 2 main layers, 1 thread).
 SIDE_TARGETS = {512: 1.06, 1024: 1.08}
+PATHS = ("plain", "plain_sdpa", "nag", "nag_sdpa", "nag_win", "nag_def", "cfg")
 PEAK_TARGET = 0.05  # extra peak at 1024x1024 under 5% of plain Turbo's
 
 
@@ -195,7 +198,8 @@ def _two_windows(nag_mod):
         nag_mod.attention_path = original
 
 
-def run(host, size: dict, side: int, rounds: int, device_kind: str, steps: int = STEPS) -> dict:
+def run(host, size: dict, side: int, rounds: int, device_kind: str, steps: int = STEPS, paths_wanted=None) -> dict:
+    paths_wanted = set(paths_wanted or PATHS) | {"plain", "nag"}
     import comfy.model_management as mm
 
     nag_mod = bc.pack_module(host, "host.nag_patch")
@@ -222,6 +226,7 @@ def run(host, size: dict, side: int, rounds: int, device_kind: str, steps: int =
     models = {
         "plain": model,
         "plain_sdpa": model,
+        "nag_sdpa": sampling_paths.nag_model(host, model, neg, sigma_end=0.0),
         "nag": sampling_paths.nag_model(host, model, neg, sigma_end=0.0),
         "nag_win": sampling_paths.nag_model(host, model, neg, sigma_end=0.0),
         "nag_def": sampling_paths.nag_model(host, model, neg),
@@ -231,7 +236,12 @@ def run(host, size: dict, side: int, rounds: int, device_kind: str, steps: int =
 
     def turbo(name):
         def fn():
-            switch = {"nag_win": _two_windows(nag_mod), "plain_sdpa": _pytorch_attention()}.get(name, _nothing())
+            if name == "nag_win":
+                switch = _two_windows(nag_mod)
+            elif name.endswith("_sdpa"):
+                switch = _pytorch_attention()
+            else:
+                switch = _nothing()
             with switch:
                 out[name] = sampling_paths.turbo_sampler(
                     host, models[name], pos, latent, seed=SEED, steps=steps, shift=SHIFT
@@ -247,8 +257,9 @@ def run(host, size: dict, side: int, rounds: int, device_kind: str, steps: int =
             host, model, pos, neg, latent, steps=steps, cfg=CFG, seed=SEED, shift=SHIFT
         )["samples"]
 
-    fns = {name: turbo(name) for name in ("plain", "plain_sdpa", "nag", "nag_win", "nag_def")}
-    fns["cfg"] = cfg
+    fns = {name: turbo(name) for name in PATHS if name != "cfg" and name in paths_wanted}
+    if "cfg" in paths_wanted:
+        fns["cfg"] = cfg
     counts, peaks = {}, {}
     nag_calls = {}
     with bc.no_grad():
@@ -274,7 +285,7 @@ def run(host, size: dict, side: int, rounds: int, device_kind: str, steps: int =
         "peaks": peaks,
         "nag_calls": nag_calls,
         "nag_effect": float((out["nag"] - out["plain"]).abs().max()),
-        "shared_vs_windows": float((out["nag"] - out["nag_win"]).abs().max()),
+        "shared_vs_windows": float((out["nag"] - out["nag_win"]).abs().max()) if "nag_win" in out else None,
         "paths": paths,
         "kernel": bc.pack_module(host, "core.nag_attention").kernel_for(device, dtype, size["dim"] // size["n_heads"]),
         "steps": steps,
@@ -290,6 +301,7 @@ def _nothing():
 LABELS = {
     "plain": "Turbo, plain (ZINodesTurboSampler)",
     "plain_sdpa": "Turbo, plain, ComfyUI's pytorch attention (SDPA)",
+    "nag_sdpa": "Turbo + ZINodesNAG every step, shared keys, ComfyUI's pytorch attention elsewhere",
     "nag": "Turbo + ZINodesNAG, NAG every step (sigma_end 0), shared keys",
     "nag_win": "the same, previous two-window attention",
     "nag_def": "Turbo + ZINodesNAG, defaults (sigma_end 0.75)",
@@ -303,7 +315,7 @@ def report(r: dict, info: dict) -> str:
     med = {n: bc.median(t) for n, t in primary.items()}
     wall = {n: bc.median(t) for n, t in r["times"].items()}
     rows = []
-    for n in ("plain", "plain_sdpa", "nag", "nag_win", "nag_def", "cfg"):
+    for n in [n for n in PATHS if n in med]:
         rows.append(
             [
                 LABELS[n],
@@ -320,6 +332,12 @@ def report(r: dict, info: dict) -> str:
     target = TARGETS[r["device"]] if gpu else SIDE_TARGETS.get(r["side"], TARGETS["cpu"])
     ratio = med["nag"] / med["plain"]
     extra = (r["peaks"]["nag"] - r["peaks"]["plain"]) / max(r["peaks"]["plain"], 1)
+    others = []
+    if "nag_sdpa" in med and "plain_sdpa" in med:
+        others.append(("NAG / plain, both with ComfyUI's pytorch attention", med["nag_sdpa"] / med["plain_sdpa"]))
+    for name, label in (("nag_win", "two windows"), ("nag_def", "defaults"), ("cfg", "CFG")):
+        if name in med:
+            others.append((label, med[name] / med["plain"]))
     measure = "wall time (CUDA synchronised)" if gpu else "process CPU time (torch on 1 thread)"
     lines = [
         "## NAG cost: Z-Image NAG vs plain Turbo (and CFG)",
@@ -348,9 +366,8 @@ def report(r: dict, info: dict) -> str:
         ),
         "",
         f"NAG every step / plain Turbo: **{ratio:.3f}** (target <= {target:.2f}: {'met' if ratio <= target else 'NOT met'}); "
-        f"NAG / plain with pytorch attention: {med['nag'] / med['plain_sdpa']:.3f}; "
-        f"two windows: {med['nag_win'] / med['plain']:.3f}; defaults: {med['nag_def'] / med['plain']:.3f}; "
-        f"CFG: {med['cfg'] / med['plain']:.3f}. Extra peak of NAG: {100 * extra:+.1f}% of plain's"
+        + "".join(f"{label}: {value:.3f}; " for label, value in others)
+        + f"Extra peak of NAG: {100 * extra:+.1f}% of plain's"
         + (
             f" (target < {100 * PEAK_TARGET:.0f}%: {'met' if extra < PEAK_TARGET else 'NOT met'})"
             if r["side"] >= 1024
@@ -358,7 +375,7 @@ def report(r: dict, info: dict) -> str:
         )
         + f". NAG attention path per row: {r['paths']}, kernel: {r['kernel']}. NAG calls per run: {r['nag_calls']}. "
         f"Max |NAG - plain| on the latent: {r['nag_effect']:.3g}; max |shared keys - two windows|: "
-        f"{r['shared_vs_windows']:.3g}.",
+        + (f"{r['shared_vs_windows']:.3g}." if r["shared_vs_windows"] is not None else "not measured."),
     ]
     return "\n".join(lines)
 
@@ -369,9 +386,15 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=3, help="timed rounds (default 3)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--quick", action="store_true", help="256x256, 1 round: checks the script, not for quoting")
-    p.add_argument("--side", type=int, help="image side in pixels, a multiple of 16 (default 512 CPU, 1024 GPU)")
+    p.add_argument(
+        "--side",
+        type=int,
+        nargs="+",
+        help="image side(s) in pixels, multiples of 16, one table each (default: 512 on the CPU, 512 and 1024 with --gpu)",
+    )
     p.add_argument("--steps", type=int, default=STEPS, help=f"sampling steps per run (default {STEPS})")
-    p.add_argument("--gpu", action="store_true", help="full-size model on CUDA (--side 512 and 1024 for the README)")
+    p.add_argument("--paths", nargs="+", choices=PATHS, help="paths to run (default all; plain and nag always run)")
+    p.add_argument("--gpu", action="store_true", help="full-size model on CUDA, bfloat16 (512 and 1024 by default)")
     p.add_argument("--gpu-dry-run", action="store_true", help="the GPU path's code on the CPU, tiny model")
     p.add_argument("--results", help="also write the markdown table to this file")
     return p.parse_args(argv)
@@ -386,19 +409,24 @@ def main(argv=None):
     logging.getLogger().setLevel(logging.ERROR)
     host = bc.boot_host(args.comfyui, cpu=not gpu)
     logging.getLogger().setLevel(logging.ERROR)
-    if args.side is not None and (args.side < 16 or args.side % 16):
-        raise SystemExit(f"bench_nag: --side must be a multiple of 16 (at least 16), got {args.side}")
+    for side in args.side or ():
+        if side < 16 or side % 16:
+            raise SystemExit(f"bench_nag: --side must be a multiple of 16 (at least 16), got {side}")
     if args.steps < 1:
         raise SystemExit(f"bench_nag: --steps must be at least 1, got {args.steps}")
     if gpu:
-        r = run(host, demo_weights.FULL, args.side or 1024, args.rounds, "gpu", args.steps)
+        runs = [(demo_weights.FULL, side, args.rounds, "gpu") for side in args.side or (512, 1024)]
     elif args.gpu_dry_run:
-        r = run(host, demo_weights.TINY, args.side or 128, 1, "gpu", args.steps)
+        runs = [(demo_weights.TINY, side, 1, "gpu") for side in args.side or (128,)]
     else:
-        side = 256 if args.quick else (args.side or 512)
-        r = run(host, CPU_SIZE, side, 1 if args.quick else args.rounds, "cpu", args.steps)
-    text = report(r, bc.machine(host.version, "cuda" if gpu else "cpu"))
-    print(text)
+        sides = (256,) if args.quick else (args.side or (512,))
+        runs = [(CPU_SIZE, side, 1 if args.quick else args.rounds, "cpu") for side in sides]
+    tables = []
+    for size, side, rounds, kind in runs:
+        r = run(host, size, side, rounds, kind, args.steps, args.paths)
+        tables.append(report(r, bc.machine(host.version, "cuda" if gpu else "cpu")))
+        print(tables[-1], flush=True)
+    text = "\n\n".join(tables)
     if args.results:
         Path(args.results).write_text(text + "\n")
 
