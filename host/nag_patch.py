@@ -12,7 +12,9 @@ surface). On each model call the wrapper decides:
   only, as the authors' NAGCFGGuider does.
 
 The mirrored forward is self-checked against the host's own forward once per model, device and
-dtype (forward_guard, on a small probe input). If the check fails, or a call carries something the
+dtype (forward_guard, on small probe inputs), first with the shared-keys attention (image keys
+attended once for z+ and z-); if that fails, with the two-window attention (`attention_path`,
+the reason logged). If both fail, or a call carries something the
 mirror does not support (other DIFFUSION_MODEL wrappers, noise_refiner/double_block patches, Omni
 reference latents, masked captions), that call runs the host's plain forward and the reason is
 logged once, as a warning.
