@@ -21,6 +21,7 @@ EXPECTED = {
     "z_image_base_vs_turbo.json",
     "sd_negative_prompt_cfg.json",
     "z_image_turbo_nag_negative.json",
+    "z_image_turbo_controlnet_nag.json",
 }
 PACK_NODES = {
     "ZINodesLoader",
@@ -41,10 +42,14 @@ CORE_NODES = {
     "KSamplerSelect",
     "BasicScheduler",
     "CheckpointLoaderSimple",
+    # The Z-Image Fun ControlNet, as ComfyUI applies it.
+    "ModelPatchLoader",
+    "ZImageFunControlnet",
+    "LoadImage",
 }
 FRONTEND_NODES = {"MarkdownNote", "Note", "PrimitiveNode"}
-LOADERS = {"ZINodesLoader", "CheckpointLoaderSimple"}
-MODEL_DIRECTORIES = {"diffusion_models", "text_encoders", "vae", "checkpoints"}
+LOADERS = {"ZINodesLoader", "CheckpointLoaderSimple", "ModelPatchLoader"}
+MODEL_DIRECTORIES = {"diffusion_models", "text_encoders", "vae", "checkpoints", "model_patches"}
 # What the editor's "Missing Models" dialog can download (ComfyUI frontend 1.35 and 1.49).
 DOWNLOADABLE_SUFFIXES = (".safetensors", ".sft")
 DOWNLOAD_SOURCES = ("https://huggingface.co/", "https://civitai.com/")
@@ -54,6 +59,7 @@ OFFICIAL_URLS = {
     "ae.safetensors": "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/vae/ae.safetensors",
     "Z-Image/": "https://huggingface.co/Tongyi-MAI/Z-Image",
     "v1-5-pruned-emaonly-fp16.safetensors": "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/v1-5-pruned-emaonly-fp16.safetensors",
+    "Z-Image-Turbo-Fun-Controlnet-Union.safetensors": "https://huggingface.co/alibaba-pai/Z-Image-Turbo-Fun-Controlnet-Union/resolve/main/Z-Image-Turbo-Fun-Controlnet-Union.safetensors",
 }
 
 
@@ -247,6 +253,25 @@ def test_turbo_nag_negative():
     assert source_of(wf, sampler, "steps") == (loader, 3)
     scale, tau, alpha, sigma_end = nag["widgets_values"]
     assert scale > 1.0 and tau >= 1.0 and 0.0 < alpha <= 1.0 and 0.0 <= sigma_end < 1.0
+    _, _, steps, sampler_name, shift, _ = sampler["widgets_values"]
+    assert (steps, sampler_name, shift) == (8, "euler", 3.0)
+
+
+def test_turbo_controlnet_nag():
+    wf, loader, sampler = turbo_example("z_image_turbo_controlnet_nag.json")
+    (control,) = by_type(wf, "ZImageFunControlnet")
+    (nag,) = by_type(wf, "ZINodesNAG")
+    # loader -> ComfyUI's Fun ControlNet -> NAG -> Turbo sampler: the control and the negative on one model.
+    assert source_of(wf, control, "model") == (loader, 0)
+    assert source_of(wf, control, "vae") == (loader, 2)
+    assert source_of(wf, control, "model_patch")[0]["type"] == "ModelPatchLoader"
+    assert source_of(wf, control, "image")[0] is by_title(wf, "Control image")
+    assert source_of(wf, nag, "model") == (control, 0)
+    assert source_of(wf, nag, "negative")[0] is by_title(wf, "Negative (NAG)")
+    assert source_of(wf, sampler, "model") == (nag, 0)
+    assert source_of(wf, sampler, "positive")[0] is by_title(wf, "Positive")
+    assert next(i for i in sampler["inputs"] if i["name"] == "negative")["link"] is None
+    assert source_of(wf, sampler, "steps") == (loader, 3)
     _, _, steps, sampler_name, shift, _ = sampler["widgets_values"]
     assert (steps, sampler_name, shift) == (8, "euler", 3.0)
 

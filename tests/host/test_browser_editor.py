@@ -91,9 +91,11 @@ transformer = root / "diffusion_models" / "Z-Image" / "transformer"
 transformer.mkdir(parents=True, exist_ok=True)
 save_file({{k: v.contiguous() for k, v in comfy_to_diffusers(sd).items()}},
           str(transformer / "diffusion_pytorch_model.safetensors"), metadata={{"modelspec.title": "Z-Image base demo"}})
-# The SD 1.5 example is only opened, never run: an empty file with its name is enough.
+# The SD 1.5 and ControlNet examples are only opened, never run: an empty file with the name is enough.
 (root / "checkpoints").mkdir(exist_ok=True)
 (root / "checkpoints" / "v1-5-pruned-emaonly-fp16.safetensors").touch()
+(root / "model_patches").mkdir(exist_ok=True)
+(root / "model_patches" / "Z-Image-Turbo-Fun-Controlnet-Union.safetensors").touch()
 """
     subprocess.run([sys.executable, "-c", script], check=True, cwd=str(COMFYUI), timeout=600)
     return root
@@ -102,8 +104,12 @@ save_file({{k: v.contiguous() for k, v in comfy_to_diffusers(sd).items()}},
 def start_server(models: Path, output: Path):
     """The checkout's own ComfyUI server on a free 127.0.0.1 port with this pack (and only it)
     installed through a temporary folder, the demo models as its model folders."""
-    folders = {kind: [models / kind] for kind in ("diffusion_models", "text_encoders", "vae", "checkpoints")}
+    folders = {
+        kind: [models / kind] for kind in ("diffusion_models", "text_encoders", "vae", "checkpoints", "model_patches")
+    }
     server = ComfyServer(COMFYUI, model_folders=folders, output_dir=output, cpu=True).start()
+    # The ControlNet example's control image: ComfyUI's own example picture, in this server's input folder.
+    shutil.copy(COMFYUI / "input" / "example.png", server.input_directory / "example.png")
     # A first visit opens the template browser over the graph: this user has been here before.
     post_setting(server, "Comfy.TutorialCompleted", True)
     return server
