@@ -161,6 +161,13 @@ def start_browser(url: str, profile: Path):
             "return !!window.comfyAPI.app.app.extensions?.some(e => e.name === 'ZImageNodes.NodeMessages')",
             60,
         )
+        # The editor then opens its start graph (restored or default) on its own; a workflow opened
+        # before that would be replaced by it.
+        try:
+            wait_for(driver, "return window.comfyAPI.app.app.graph._nodes.length > 0", 30)
+        except AssertionError:
+            pass  # an empty start graph
+        time.sleep(1.0)
     except Exception:
         driver.quit()
         raise
@@ -246,6 +253,12 @@ def open_workflow(driver, server, name, how="template"):
         module,
         name,
         how,
+    )
+    wait_for(
+        driver,
+        "return window.comfyAPI.app.app.graph._nodes.length === arguments[0]",
+        30,
+        len(json.loads((WORKFLOW_DIR / f"{name}.json").read_text(encoding="utf-8"))["nodes"]),
     )
     time.sleep(1.5)  # dialogs open asynchronously after the graph is configured
 
@@ -351,13 +364,6 @@ def run_current_graph(driver, small=64, timeout=300):
     time.sleep(1.0)  # the last 'executed' messages are handled after the success event
 
 
-def sizes(driver):
-    return driver.execute_script(
-        "return Object.fromEntries(window.comfyAPI.app.app.graph._nodes"
-        ".filter(n => n.type.startsWith('ZINodes')).map(n => [String(n.id), [...n.size]]))"
-    )
-
-
 def exported_sizes(driver):
     return driver.execute_script(
         "const data = window.comfyAPI.app.app.graph.serialize();"
@@ -377,7 +383,7 @@ def run_example(driver, server, name):
     when SHOTS is set)."""
     open_workflow(driver, server, name)
     close_dialogs(driver)
-    before = sizes(driver)
+    before = exported_sizes(driver)
     run_current_graph(driver)
     shot(driver, f"run_{name}")
     check_layout(driver.execute_script(GEOMETRY), f"{name} after a run")
