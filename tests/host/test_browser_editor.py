@@ -449,6 +449,49 @@ def test_a_cached_loader_still_says_what_it_loaded(browser, server):
     assert state["visible"] and state["message"].startswith("Z-Image-Turbo:"), state
 
 
+def test_a_cached_loader_says_it_after_a_page_reload_too(browser, server):
+    # The server still holds the loader's result; the reloaded page never saw it run.
+    run_example(browser, server, "z_image_turbo_text_to_image")
+    browser.refresh()
+    wait_for(browser, "return !!(window.comfyAPI?.app?.app?.graph && window.comfyAPI.app.app.canvas)", 120)
+    wait_for(
+        browser,
+        "return !!window.comfyAPI.app.app.extensions?.some(e => e.name === 'ZImageNodes.NodeMessages')",
+        60,
+    )
+    time.sleep(2.0)  # the editor restores its open workflows
+    run_example(browser, server, "z_image_turbo_nag_negative")
+    (loader,) = nodes_of(browser, "ZINodesLoader")
+    state = node_state(browser, loader)
+    print("cached loader after a reload shows:", state)
+    assert state["visible"] and state["message"].startswith("Z-Image-Turbo:"), state
+
+
+def test_a_long_message_scrolls_instead_of_covering_the_node_below(browser, server):
+    # The guider's Turbo warning is longer than the room the layout leaves below the guider: the
+    # box takes the room and scrolls; RandomNoise below stays uncovered.
+    open_workflow(browser, server, "z_image_base_negative_prompt")
+    close_dialogs(browser)
+    browser.execute_script(
+        """
+        const app = window.comfyAPI.app.app;
+        for (const node of app.graph._nodes) {
+          if (node.type !== 'ZINodesLoader') continue;
+          node.widgets.find(w => w.name === 'variant').value = 'turbo';
+        }
+        for (const node of app.graph._nodes)
+          if (node.type === 'ZINodesScheduler') node.widgets.find(w => w.name === 'steps').value = 2;
+        """
+    )
+    run_current_graph(browser)
+    shot(browser, "long_message")
+    (guider,) = nodes_of(browser, "ZINodesCFGGuider")
+    state = node_state(browser, guider)
+    print("guider on Turbo shows:", state)
+    assert state["visible"] and "CFG-distilled" in state["message"], state
+    check_layout(browser.execute_script(GEOMETRY), "guider warning shown")
+
+
 def test_base_vs_turbo_shows_the_ignored_negative_and_both_variants(browser, server):
     run_example(browser, server, "z_image_base_vs_turbo")
     (sampler,) = nodes_of(browser, "ZINodesTurboSampler")
