@@ -442,11 +442,24 @@ def test_a_cached_loader_still_says_what_it_loaded(browser, server):
     # The NAG workflow's loader has the Turbo workflow's inputs: after the Turbo run ComfyUI takes
     # its result from the cache and does not run it.
     run_example(browser, server, "z_image_turbo_text_to_image")
+    browser.execute_script(
+        "window.__zinodes_executed = [];"
+        "window.comfyAPI.api.api.addEventListener('executed', e => window.__zinodes_executed.push("
+        "String(e.detail?.display_node ?? e.detail?.node)))"
+    )
     run_example(browser, server, "z_image_turbo_nag_negative")
     (loader,) = nodes_of(browser, "ZINodesLoader")
     state = node_state(browser, loader)
     print("cached loader shows:", state)
     assert state["visible"] and state["message"].startswith("Z-Image-Turbo:"), state
+    # Where the host knows has_intermediate_output (ComfyUI v0.3x), it re-sends the cached
+    # loader's text itself; older hosts do not, and the browser's kept text shows.
+    info = browser.execute_async_script(
+        "const done = arguments[0]; fetch('/api/object_info/ZINodesLoader').then(r => r.json()).then(done)"
+    )
+    resent = str(loader) in browser.execute_script("return window.__zinodes_executed")
+    print("has_intermediate_output:", info["ZINodesLoader"].get("has_intermediate_output"), "re-sent:", resent)
+    assert resent == bool(info["ZINodesLoader"].get("has_intermediate_output"))
 
 
 def test_a_cached_loader_says_it_after_a_page_reload_too(browser, server):
