@@ -8,6 +8,7 @@ from comfy_api.latest import io, ui
 from ..core.nag import DEFAULTS, NagParams
 from ..host import node_text
 from ..host.nag_patch import apply_nag
+from ..host.node_messages import SCHEMA_OPTIONS
 
 
 class ZImageNAG(io.ComfyNode):
@@ -76,6 +77,7 @@ class ZImageNAG(io.ComfyNode):
                 ),
             ],
             outputs=[io.Model.Output(tooltip="The model with NAG; sample it at cfg 1 (e.g. Z-Image Turbo Sampler).")],
+            **SCHEMA_OPTIONS,
         )
 
     @classmethod
