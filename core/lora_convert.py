@@ -17,6 +17,8 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import torch
+
 from .lora_formats import (
     TEXT_ENCODER_PREFIXES,
     LoraFileError,
@@ -32,6 +34,33 @@ from .lora_formats import (
 BLOCK_ALIASES = {"attention.to_out.0": "attention.out", "attention.to.out.0": "attention.out"}
 TOP_ALIASES = {"all_x_embedder.2-1": "x_embedder", "all_final_layer.2-1.linear": "final_layer.linear"}
 TOP_ALIASES["all_final_layer.2-1.adaLN_modulation.1"] = "final_layer.adaLN_modulation.1"
+
+
+PREFIX = "diffusion_model."
+
+
+def zimage_shapes(dim=3840, n_layers=30, n_refiner=2, ffn=10240, cap_dim=2560, patch_in=64) -> dict[str, tuple]:
+    """The 2-D weights of ComfyUI's Z-Image DiT (the released size by default), for mapping a LoRA
+    without a model at hand (tools/convert_lora.py)."""
+    adaln = min(dim, 256)
+    shapes = {}
+    blocks = [f"layers.{i}" for i in range(n_layers)]
+    blocks += [f"{r}.{i}" for r in ("noise_refiner", "context_refiner") for i in range(n_refiner)]
+    for b in blocks:
+        shapes[f"{b}.attention.qkv.weight"] = (3 * dim, dim)
+        shapes[f"{b}.attention.out.weight"] = (dim, dim)
+        shapes[f"{b}.feed_forward.w1.weight"] = (ffn, dim)
+        shapes[f"{b}.feed_forward.w2.weight"] = (dim, ffn)
+        shapes[f"{b}.feed_forward.w3.weight"] = (ffn, dim)
+        if not b.startswith("context_refiner"):
+            shapes[f"{b}.adaLN_modulation.0.weight"] = (4 * dim, adaln)
+    shapes["x_embedder.weight"] = (dim, patch_in)
+    shapes["final_layer.linear.weight"] = (patch_in, dim)
+    shapes["final_layer.adaLN_modulation.1.weight"] = (dim, adaln)
+    shapes["cap_embedder.1.weight"] = (dim, cap_dim)
+    shapes["t_embedder.mlp.0.weight"] = (min(dim, 1024), 256)
+    shapes["t_embedder.mlp.2.weight"] = (256, min(dim, 1024))
+    return shapes
 
 
 @dataclass(frozen=True)
@@ -237,3 +266,24 @@ def _alpha(path, module: Module, read_scalar, meta, sources):
         module.alpha = None
         module.alpha_source = "= rank (no alpha in the file: scale 1)"
     sources[module.alpha_source] += 1
+
+
+def native_state_dict(plan: LoraPlan, tensors: dict) -> dict:
+    """The file in ComfyUI-native form: `diffusion_model.<module>.<part>` with ComfyUI's part names
+    (lora_up/lora_down/alpha/dora_scale, lokr_*, hada_*), split q/k/v kept split (ComfyUI maps them
+    onto the fused qkv), alpha written as a key where it came from the metadata or the rank."""
+    out: dict[str, torch.Tensor] = {}
+    for m in plan.modules:
+        base = PREFIX + m.name
+        for part, key in m.parts.items():
+            t = tensors[key]
+            if part in ("magnitude", "dora_scale"):
+                rows = m.target.offset[2] if m.target.offset else t.shape[0]
+                t = t.reshape(rows, 1) if m.dora_axis == "output" else t.reshape(1, -1)
+                part = "dora_scale"
+            if part == "alpha":
+                continue
+            out[f"{base}.{part}"] = t
+        if m.alpha is not None:
+            out[f"{base}.alpha"] = torch.tensor(float(m.alpha))
+    return out

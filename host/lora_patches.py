@@ -17,11 +17,10 @@ import logging
 
 import torch
 
-from ..core.lora_convert import LoraPlan, plan_lora
+from ..core.lora_convert import PREFIX, LoraPlan, native_state_dict, plan_lora
 from ..core.lora_formats import LoraFileError, read_lora_header
 
 log = logging.getLogger("zimage_nodes")
-PREFIX = "diffusion_model."
 
 
 def read_lora(path: str) -> tuple[LoraPlan | None, dict, dict]:
@@ -47,27 +46,6 @@ def plan(path: str, metadata: dict, tensors: dict, patcher) -> LoraPlan:
     return plan_lora(
         path, tensors, metadata, model_shapes(patcher), lambda key: float(tensors[key].float().reshape(-1)[0])
     )
-
-
-def native_state_dict(plan: LoraPlan, tensors: dict) -> dict[str, torch.Tensor]:
-    """The file in ComfyUI-native form: `diffusion_model.<module>.<part>` with ComfyUI's part names
-    (lora_up/lora_down/alpha/dora_scale, lokr_*, hada_*), split q/k/v kept split (ComfyUI maps them
-    onto the fused qkv), alpha written as a key where it came from the metadata or the rank."""
-    out: dict[str, torch.Tensor] = {}
-    for m in plan.modules:
-        base = PREFIX + m.name
-        for part, key in m.parts.items():
-            t = tensors[key]
-            if part in ("magnitude", "dora_scale"):
-                rows = m.target.offset[2] if m.target.offset else t.shape[0]
-                t = t.reshape(rows, 1) if m.dora_axis == "output" else t.reshape(1, -1)
-                part = "dora_scale"
-            if part == "alpha":
-                continue
-            out[f"{base}.{part}"] = t
-        if m.alpha is not None:
-            out[f"{base}.alpha"] = torch.tensor(float(m.alpha))
-    return out
 
 
 def _patch_key(m):
