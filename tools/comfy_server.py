@@ -55,6 +55,13 @@ class WorkflowError(RuntimeError):
         self.details = details
 
 
+class Stopped(WorkflowError):
+    """The caller stopped waiting (its stop event was set); the prompt may still be on the server."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -544,21 +551,25 @@ class ComfyClient:
     def history(self, prompt_id: str) -> dict | None:
         return self._json("GET", "/history/" + urllib.parse.quote(prompt_id)).get(prompt_id)
 
-    def wait(self, prompt_id: str, on_event=None, timeout: float | None = None) -> dict:
+    def wait(self, prompt_id: str, on_event=None, timeout: float | None = None, stop=None) -> dict:
         """Follow the prompt's events until it ends; returns its /history entry. Raises
-        WorkflowError (naming the node) when it fails or is interrupted, TimeoutError after
-        `timeout` seconds, ComfyServerError when the server goes away."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        WorkflowError (naming the node) when it fails or is interrupted, TimeoutError when it has
+        run `timeout` seconds, counted from its `execution_start` event (time waiting in the queue
+        does not count; without events, from now), ComfyServerError when the server goes away,
+        Stopped as soon as `stop` (a threading.Event) is set: the caller takes the prompt back."""
         try:
             ws = self._connect()
         except ComfyServerError:
             ws = None
+        started = None if ws is not None else time.monotonic()
         last_poll = time.monotonic()  # the first look at the history after 2 s: events come first
         finished = None  # when the events said the prompt ended
         while True:
             now = time.monotonic()
-            if deadline is not None and now > deadline:
-                raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout:.0f} s")
+            if stop is not None and stop.is_set():
+                raise Stopped(f"stopped waiting for prompt {prompt_id}")
+            if timeout is not None and started is not None and now - started > timeout:
+                raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout:g} s of starting to run")
             if self.server is not None:
                 self.server.check()
             # The history is the truth; events only make waiting prompt (and report progress).
@@ -580,15 +591,19 @@ class ComfyClient:
                 time.sleep(0.25)
                 continue
             try:
-                text = ws.receive(timeout=0.5)
+                text = ws.receive(timeout=0.2)
             except (ConnectionError, OSError):
                 self.close()
                 ws = None
+                if started is None:
+                    started = time.monotonic()  # its start can no longer be seen: count from now
                 continue
             event = _prompt_event(text, prompt_id)
             if event is None:
                 continue
             kind, data = event
+            if kind == "execution_start" and started is None:
+                started = time.monotonic()
             if on_event is not None:
                 on_event(kind, data)
             if kind == "execution_error":

@@ -42,6 +42,10 @@ class JobError(ValueError):
     """The job cannot be set up (prompts file, columns, servers): a usage problem."""
 
 
+class ManifestError(OSError):
+    """The manifest cannot be written: the job cannot record what it did."""
+
+
 # -- definitions from a server -------------------------------------------------------------------
 
 
@@ -136,15 +140,18 @@ def model_hint(workflow: dict | None, missing_names, demo_weights: bool) -> str 
     if not missing_names or not (workflow and wc.is_ui_workflow(workflow)):
         return None
     entries = [
-        m
+        (n.get("type"), m)
         for n in workflow["nodes"]
         for m in (n.get("properties") or {}).get("models") or []
         if isinstance(m, dict) and m.get("name") in missing_names
     ]
     if not entries:
         return None
-    lines = [f"  {m.get('directory')}/{m.get('name')}  {m.get('url')}" for m in entries]
-    tail = "" if demo_weights else ", or try --demo-weights"
+    lines = [f"  {m.get('directory')}/{m.get('name')}  {m.get('url')}" for _, m in entries]
+    # --demo-weights stands in for the Z-Image Loader's files only; for any other it would refuse.
+    loader_files = {m.get("name") for node_type, m in entries if node_type == wc.ZIMAGE_LOADER}
+    demo_can_help = not demo_weights and missing_names <= loader_files
+    tail = ", or try --demo-weights" if demo_can_help else ""
     return "model files this workflow names (put them in ComfyUI/models/<directory>/)" + tail + ":\n" + "\n".join(lines)
 
 
@@ -203,8 +210,19 @@ def read_rows(path: str | os.PathLike) -> tuple[list[dict], str]:
     p = Path(path)
     if not p.is_file():
         raise JobError(f"prompts file not found: {path}")
-    text = p.read_text(encoding="utf-8-sig")
-    suffix = p.suffix.lower()
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise JobError(f"cannot read the prompts file {path} ({e}); give a readable UTF-8 text file") from None
+    rows, kind = _parse_rows(path, p.suffix.lower(), text)
+    if not rows:
+        # Running the workflow once with its own prompt instead would look like success.
+        what = {"csv": "no row under its header", "jsonl": "no JSON line", "txt": "no prompt line"}[kind]
+        raise JobError(f"the prompts file {path} has {what}; add at least one, or leave out --prompts")
+    return rows, kind
+
+
+def _parse_rows(path, suffix: str, text: str) -> tuple[list[dict], str]:
     if suffix == ".csv":
         reader = csv.DictReader(text.splitlines())
         if not reader.fieldnames:
@@ -268,6 +286,7 @@ class Item:
     name: str  # file name stem of its outputs
     attempts: int = 0
     servers_tried: list = field(default_factory=list)
+    error: str | None = None  # set when the row itself is bad: the item fails without being queued
 
 
 def fingerprint(prompt: dict) -> str:
@@ -317,19 +336,22 @@ def expand_items(prompt: dict, rows: list[dict] | None, count: int, kind: str = 
         except wc.ConversionError as e:
             raise JobError(f"row {row_no}: {e}") from None
         seeds = wc.seed_inputs(base)
+        error = None
         if SEED_COLUMN in row:
-            value = wc.parse_value(row[SEED_COLUMN]) if isinstance(row[SEED_COLUMN], str) else row[SEED_COLUMN]
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise JobError(f"row {row_no}: seed must be an integer, got {value!r}")
             if not seeds:
                 raise JobError(
                     f"row {row_no}: a seed column, but the workflow has no seed / noise_seed given as a number"
                 )
-            for node_id, name in seeds:
-                base[node_id]["inputs"][name] = value % (wc.SEED_MAX + 1)
+            value = wc.parse_value(row[SEED_COLUMN]) if isinstance(row[SEED_COLUMN], str) else row[SEED_COLUMN]
+            if isinstance(value, bool) or not isinstance(value, int):
+                # A bad value fails its own row only, as a value the server refuses does.
+                error = f"seed must be an integer, got {value!r}; fix that row and run again with --resume"
+            else:
+                for node_id, name in seeds:
+                    base[node_id]["inputs"][name] = value % (wc.SEED_MAX + 1)
         for k in range(count):
             p = wc.with_seed_offset(base, k)
-            seed = p[seeds[0][0]]["inputs"][seeds[0][1]] if seeds else None
+            seed = p[seeds[0][0]]["inputs"][seeds[0][1]] if seeds and error is None else None
             fp = fingerprint(p)
             name = f"row{row_no:04d}_seed{seed}" if seed is not None else f"row{row_no:04d}_n{k + 1}"
             items.append(
@@ -342,6 +364,7 @@ def expand_items(prompt: dict, rows: list[dict] | None, count: int, kind: str = 
                     prompt=p,
                     fingerprint=fp,
                     name=name,
+                    error=error,
                 )
             )
     return items
@@ -385,6 +408,15 @@ class Manifest:
         }
 
     def append(self, record: dict):
+        try:
+            self._append(record)
+        except OSError as e:
+            raise ManifestError(
+                f"cannot write the manifest {self.path} ({e.strerror or e}); free space there or give "
+                "--manifest a writable file, then run again with --resume"
+            ) from e
+
+    def _append(self, record: dict):
         line = json.dumps(record, default=str) + "\n"
         with self.lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -455,6 +487,7 @@ class Target:
     alive: bool = True
     prompt_ids: set = field(default_factory=set)
     done: int = 0
+    lost: str | None = None  # why it was given up (it stopped answering), None while it takes work
 
 
 class Scheduler:
@@ -462,91 +495,164 @@ class Scheduler:
 
     `process(target, item)` runs one item on one target and returns its manifest record; it raises
     ServerDown when the target stopped answering, and the item goes back to the queue for the other
-    targets (at most once per target). Any other exception fails only that item."""
+    targets (at most once per target). Any other exception fails only that item.
 
-    def __init__(self, targets: list[Target], process, on_record, max_in_flight: int = 2, retries_per_item=None):
+    Every item ends with exactly one record, whatever happens in its life: `run` returns only when
+    each has one. The job stops early (the remaining items recorded as interrupted or failed, with
+    the reason in `reason`) when the caller's signal handler counted a Ctrl-C in `sigints`, when
+    `on_record` fails (a manifest that cannot be written: going on would lose the record of every
+    further item), or when the watchdog sees no item running and none progressing for
+    `stall_timeout` seconds. `process` reports signs of life through `progressed`."""
+
+    def __init__(
+        self,
+        targets: list[Target],
+        process,
+        on_record,
+        max_in_flight: int = 2,
+        retries_per_item=None,
+        stall_timeout: float | None = None,
+        on_server_down=None,
+        on_stop=None,
+        grace: float = 1.0,
+    ):
         if max_in_flight < 1:
             raise JobError("--max-in-flight must be at least 1")
         self.targets = targets
         self.process = process
         self.on_record = on_record
+        self.on_server_down = on_server_down
+        self.on_stop = on_stop
         self.max_in_flight = max_in_flight
         self.retries = retries_per_item if retries_per_item is not None else len(targets)
+        self.stall_timeout = stall_timeout
+        self.grace = grace
         self.pending: queue.Queue = queue.Queue()
         self.stop = threading.Event()
         self.lock = threading.Lock()
+        self.items: dict[str, Item] = {}
         self.in_flight: dict[str, tuple[Target, Item]] = {}
+        self.running: set[str] = set()
         self.outstanding = 0
         self.recorded: set[str] = set()
+        self.unrecorded: list[dict] = []  # records on_record could not take (e.g. not written)
         self.finished = threading.Event()
+        self.last_progress = time.monotonic()
+        self.reason: str | None = None  # why the job stopped early
+        self.stop_status = "interrupted"
+        # Written by a signal handler (a plain counter: a handler must not take locks); read by run().
+        self.sigints = 0
+        self.threads: list[threading.Thread] = []
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    def request_stop(self, reason: str, status: str = "interrupted"):
+        with self.lock:
+            if self.reason is None:
+                self.reason, self.stop_status = reason, status
+        self.stop.set()
+
+    def progressed(self, key: str | None = None, running: bool | None = None):
+        """A sign of life of an item (any server event); running=True when it starts executing,
+        False when its execution ended."""
+        with self.lock:
+            self.last_progress = time.monotonic()
+            if key is not None and running is True:
+                self.running.add(key)
+            elif key is not None and running is False:
+                self.running.discard(key)
 
     def _finish(self, record: dict):
         with self.lock:
-            # After Ctrl-C an item recorded as interrupted may still come back from its worker.
+            # After a stop an item recorded as interrupted may still come back from its worker.
             if record["key"] in self.recorded:
                 return
             self.recorded.add(record["key"])
-        self.on_record(record)
+        try:
+            self.on_record(record)
+        except Exception as e:
+            self.unrecorded.append(record)
+            why = str(e) if isinstance(e, ManifestError) else f"recording an item failed ({type(e).__name__}: {e})"
+            self.request_stop(why, status="failed")
+        finally:
+            with self.lock:
+                self.outstanding -= 1
+                self.last_progress = time.monotonic()
+                if self.outstanding <= 0:
+                    self.finished.set()
+
+    def _server_lost(self, target: Target, why: str):
         with self.lock:
-            self.outstanding -= 1
-            if self.outstanding == 0:
-                self.finished.set()
+            first = target.alive
+            target.alive = False
+            if first:
+                target.lost = why
+        if first and self.on_server_down is not None:
+            try:
+                self.on_server_down(target, why)
+            except Exception:
+                pass  # a report that cannot be printed must not lose the item
+
+    def _release(self, target: Target, item: Item):
+        with self.lock:
+            if self.in_flight.get(item.key, (None,))[0] is target:
+                del self.in_flight[item.key]
+            self.running.discard(item.key)
+
+    # -- workers -----------------------------------------------------------------------------
 
     def _worker(self, target: Target):
         while not self.stop.is_set() and target.alive:
             try:
-                item = self.pending.get(timeout=0.2)
+                item = self.pending.get(timeout=0.1)
             except queue.Empty:
                 if self.finished.is_set():
                     return
-                with self.lock:
-                    if not any(t.alive for t in self.targets):
-                        return
                 continue
-            item.attempts += 1
-            item.servers_tried.append(target.url)
+            if self.stop.is_set() or not target.alive:
+                self.pending.put(item)  # never started here: the others or the wind-down account for it
+                return
             with self.lock:
                 self.in_flight[item.key] = (target, item)
             try:
-                record = self.process(target, item)
-            except ServerDown as e:
-                target.alive = False
-                with self.lock:
-                    self.in_flight.pop(item.key, None)
-                if self.stop.is_set():
-                    self._finish(record_for(item, "interrupted", server=target.url, error=str(e)))
-                    return
-                if any(t.alive for t in self.targets) and item.attempts <= self.retries:
-                    self.pending.put(item)
-                else:
-                    self._finish(record_for(item, "failed", server=target.url, error=f"no server left: {e}"))
-                self._drain_if_all_dead()
-                return
-            except Exception as e:  # one item's failure never stops the others
-                record = record_for(item, "failed", server=target.url, error=f"{type(e).__name__}: {e}")
-            with self.lock:
-                self.in_flight.pop(item.key, None)
-            if record.get("status") == "done":
-                target.done += 1
-            self._finish(record)
+                self._run_one(target, item)
+            except BaseException as e:  # whatever it was, the item ends with a record
+                self._finish(record_for(item, "failed", server=target.url, error=f"{type(e).__name__}: {e}"))
+            finally:
+                self._release(target, item)
 
-    def _drain_if_all_dead(self):
-        if any(t.alive for t in self.targets):
+    def _run_one(self, target: Target, item: Item):
+        item.attempts += 1
+        item.servers_tried.append(target.url)
+        try:
+            record = self.process(target, item)
+        except ServerDown as e:
+            self._release(target, item)
+            self._server_lost(target, str(e))
+            if self.stop.is_set():
+                self._finish(record_for(item, self.stop_status, server=target.url, error=self.reason or str(e)))
+            elif any(t.alive for t in self.targets) and item.attempts <= self.retries:
+                self.pending.put(item)
+            else:
+                self._finish(record_for(item, "failed", server=target.url, error=f"no server left: {e}"))
             return
-        while True:
-            try:
-                item = self.pending.get_nowait()
-            except queue.Empty:
-                return
-            self._finish(record_for(item, "failed", error="no server left to run it (every server stopped answering)"))
+        except Exception as e:  # one item's failure never stops the others
+            record = record_for(item, "failed", server=target.url, error=f"{type(e).__name__}: {e}")
+        if record.get("status") == "done":
+            target.done += 1
+        self._finish(record)
 
-    def run(self, items: list[Item], wait=None):
-        """Run all items; returns when every item has a record, or raises KeyboardInterrupt (after
-        `interrupt()` was called by the caller's handler)."""
+    # -- the job -----------------------------------------------------------------------------
+
+    def run(self, items: list[Item]):
+        """Run all items; returns when every item has a record. After an early stop `reason` says
+        why (`stop_status` is how the items left over were recorded)."""
         if not items:
             return
         self.outstanding = len(items)
+        self.last_progress = time.monotonic()
         for item in items:
+            self.items[item.key] = item
             self.pending.put(item)
         self.threads = [
             threading.Thread(target=self._worker, args=(t,), daemon=True, name=f"pipeline-{t.url}-{i}")
@@ -555,35 +661,51 @@ class Scheduler:
         ]
         for thread in self.threads:
             thread.start()
-        # Short waits keep the main thread responsive to Ctrl-C.
-        while not self.finished.wait(0.2):
-            if not any(thread.is_alive() for thread in self.threads):
-                self._drain_if_all_dead()
-                if self.finished.is_set():
-                    break
-                leftover = []
-                while True:
-                    try:
-                        leftover.append(self.pending.get_nowait())
-                    except queue.Empty:
-                        break
-                for item in leftover:
-                    self._finish(record_for(item, "failed", error="no server took it"))
+        # Short waits: the main thread notices a Ctrl-C counted by the handler within 0.1 s.
+        while not self.finished.wait(0.1):
+            if self.sigints and not self.stop.is_set():
+                self.request_stop("interrupted (Ctrl-C)")
+            if self.stop.is_set():
                 break
+            with self.lock:
+                idle = time.monotonic() - self.last_progress
+                quiet = not self.running
+            if self.stall_timeout is not None and quiet and idle > self.stall_timeout:
+                self.request_stop(
+                    f"no item started, progressed or finished for {self.stall_timeout:g} s (a server's queue is "
+                    "held by other work, or a server is stuck); run again later with --resume",
+                    status="failed",
+                )
+                break
+            if not any(thread.is_alive() for thread in self.threads):
+                # Every worker is gone: every server stopped answering.
+                self.request_stop("no server left to run it (every server stopped answering)", status="failed")
+                break
+        if not self.finished.is_set():
+            self._wind_down()
 
-    def interrupt(self, grace: float = 15.0):
-        """Stop taking items; the caller has asked the servers to interrupt. Waits (bounded) for the
-        in-flight items to come back, then records the rest as interrupted."""
+    def _wind_down(self):
+        """Account for every item left after a stop: in-flight items get `grace` seconds (cut short
+        by a second Ctrl-C) to come back from their workers, which take their prompts back; every
+        other item is recorded with the stop's status and reason."""
         self.stop.set()
-        deadline = time.monotonic() + grace
-        for thread in getattr(self, "threads", []):
-            thread.join(max(0.0, deadline - time.monotonic()))
+        if self.on_stop is not None:
+            try:
+                self.on_stop(self.reason)
+            except Exception:
+                pass
+        deadline = time.monotonic() + self.grace
+        while time.monotonic() < deadline and self.sigints < 2 and not self.finished.is_set():
+            with self.lock:
+                if not self.in_flight:
+                    break
+            self.finished.wait(0.05)
         with self.lock:
-            left = list(self.in_flight.values())
-            self.in_flight.clear()
-        for target, item in left:
-            self._finish(record_for(item, "interrupted", server=target.url, error="interrupted (Ctrl-C)"))
-        return [item for _, item in left]
+            where = {key: target.url for key, (target, _) in self.in_flight.items()}
+            left = [item for key, item in self.items.items() if key not in self.recorded]
+        for item in left:
+            extra = {"server": where[item.key]} if item.key in where else {}
+            self._finish(record_for(item, self.stop_status, error=self.reason, **extra))
 
 
 # -- summary -------------------------------------------------------------------------------------

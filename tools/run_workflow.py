@@ -22,14 +22,21 @@ Jobs. --prompts FILE: .txt, one prompt per line (sets the positive prompt's text
 or .jsonl: one row per line, a column per --set target (`Positive.text`, `EmptySD3LatentImage.width`,
 `5.steps`) and `seed` (every seed input). --count N: N seeds per row (+1 each). Each row x seed is one
 queued prompt; they are spread over the servers, at most --max-in-flight per server. A server that
-stops answering hands its items to the others; a failed item never stops the others.
+stops answering is named and hands its items to the others; a failed item never stops the others.
+--timeout counts from when an item starts running on its server, not while it waits in a queue;
+--queue-timeout stops the job when none of its items has moved for that long.
 
 Outputs. Images are fetched through the server's /view into --output (row and seed in the name);
 manifest.jsonl there records each item (overrides, seed, server, files with sha256, seconds, error
 with the node). --resume skips the items the manifest records as done.
 
-Exit status: 0 all done; 1 an item or the workflow failed (the message names the node id and type);
-2 usage or setup problem (file, ComfyUI not found, bad --set, no usable server); 130 Ctrl-C.
+Every failure ends in one line naming the file, server, row or node and what to do. The output
+folder, manifest and --save-api file are checked before any server is started or asked. Ctrl-C (or
+a second one, at once) leaves a manifest line for every item of the job.
+
+Exit status: 0 all done; 1 an item or the workflow failed (the message names the node id and type),
+or the job stopped early (manifest not writable, watchdog); 2 usage or setup problem (file, empty
+prompts file, ComfyUI not found, bad --set, no usable server); 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ import importlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -88,9 +96,65 @@ def read_workflow(path: str) -> dict:
     if not p.is_file():
         raise UsageError(f"workflow file not found: {path}")
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read the workflow file {path} ({e}); give a readable JSON file") from None
+    try:
+        return json.loads(text)
+    except ValueError as e:
         raise UsageError(f"{path} is not valid JSON: {e}") from None
+
+
+# -- paths the job writes, checked before any work -------------------------------------------------
+
+
+def _under_a_file(path: Path) -> Path | None:
+    """The first existing ancestor of path when it is not a folder (path can never be made)."""
+    for parent in path.parents:
+        if parent.exists() or parent.is_symlink():
+            return None if parent.is_dir() else parent
+    return None
+
+
+def check_folder(path: Path, option: str) -> None:
+    """Make the folder if needed and prove that a file can be written in it (permissions alone say
+    nothing for root or a read-only mount); UsageError naming it and what to do otherwise."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path} is a file, not a folder; give {option} a folder")
+    blocker = _under_a_file(path)
+    if blocker is not None:
+        raise UsageError(f"{option} {path} is under {blocker}, which is a file; give {option} a folder path")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".zinodes-write-check-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UsageError(
+            f"{option} {path} cannot be written ({e.strerror or e}); give {option} a folder you can write to"
+        ) from None
+
+
+def check_file(path: Path, option: str) -> None:
+    """Prove that the file can be written (appended to when it exists, without changing it)."""
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a folder; give {option} a file path")
+    blocker = _under_a_file(path)
+    if blocker is not None:
+        raise UsageError(f"{option} {path} is under {blocker}, which is a file; give {option} a file path")
+    try:
+        if path.exists():
+            with open(path, "ab"):
+                pass
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".zinodes-write-check-", dir=path.parent)
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        raise UsageError(
+            f"{option} {path} cannot be written ({e.strerror or e}); give {option} a file you can write"
+        ) from None
 
 
 def has_accelerator() -> bool:
@@ -198,12 +262,13 @@ class Progress:
             )
         self.seen: dict = {}
 
-    def write(self, line: str):
+    def write(self, line: str, err: bool = False):
+        stream = sys.stderr if err else sys.stdout
         with self.lock:
             if self.enabled:
-                self.tqdm.write(line, file=sys.stdout)
+                self.tqdm.write(line, file=stream)
             else:
-                print(line, flush=True)
+                print(line, file=stream, flush=True)
 
     def start_item(self, url: str, item):
         if not self.enabled:
@@ -262,6 +327,7 @@ class ItemRunner:
         self.progress = progress
         self.timeout = timeout
         self.stop = stop
+        self.scheduler = None  # set once the scheduler exists: it hears of every sign of life
         self.names_lock = threading.Lock()
         self.first_messages = threading.Event()
 
@@ -273,6 +339,8 @@ class ItemRunner:
             return True
 
     def __call__(self, target, item) -> dict:
+        if item.error:
+            return self.pl.record_for(item, "failed", error=item.error)
         client = self.cs.ComfyClient(target.url)
         started = time.perf_counter()
         self.progress.start_item(target.url, item)
@@ -281,17 +349,31 @@ class ItemRunner:
         finally:
             client.close()
 
+    def _event(self, target, item, kind, data):
+        self.progress.on_event(target.url, kind, data)
+        if self.scheduler is not None:
+            ended = kind in ("execution_success", "execution_error", "execution_interrupted")
+            self.scheduler.progressed(item.key, True if kind == "execution_start" else False if ended else None)
+
+    def _stop_reason(self) -> str:
+        return (self.scheduler.reason if self.scheduler is not None else None) or "interrupted"
+
     def _run(self, client, target, item, started) -> dict:
         pl = self.pl
         try:
             prompt_id = client.queue(item.prompt)
             target.prompt_ids.add(prompt_id)
             try:
+                if self.stop.is_set():
+                    raise self.cs.Stopped("the job was stopped as this item was queued")
                 entry = client.wait(
-                    prompt_id, on_event=lambda e, d: self.progress.on_event(target.url, e, d), timeout=self.timeout
+                    prompt_id,
+                    on_event=lambda kind, data: self._event(target, item, kind, data),
+                    timeout=self.timeout,
+                    stop=self.stop,
                 )
-            except TimeoutError:
-                cancel(client, [prompt_id])  # past --timeout: it must not go on using the server
+            except (TimeoutError, self.cs.Stopped):
+                take_back(self.cs, target.url, [prompt_id])  # it must not go on using the server
                 raise
             finally:
                 target.prompt_ids.discard(prompt_id)
@@ -303,22 +385,35 @@ class ItemRunner:
                     path = self.output / self._free_name(name)
                     pl.write_output(path.parent, path.name, data)
                 files.append({"path": path.name, "sha256": pl.sha256_bytes(data), "node_id": image.get("node_id")})
+        except TimeoutError as e:
+            return pl.record_for(
+                item,
+                "failed",
+                server=target.url,
+                seconds=round(time.perf_counter() - started, 3),
+                error=f"{e}; it was taken back (give it more time with --timeout)",
+            )
         except self.cs.WorkflowError as e:
-            status = "interrupted" if self.stop.is_set() else "failed"
+            stopped = self.stop.is_set()
             missing = pl.model_errors(item.prompt, node_errors_of(e), self.data)
             return pl.record_for(
                 item,
-                status,
+                "interrupted" if stopped else "failed",
                 server=target.url,
                 seconds=round(time.perf_counter() - started, 3),
-                error=str(e),
-                node_id=e.node_id,
-                node_type=e.node_type,
-                **({"missing_models": missing} if missing else {}),
+                # The node is kept apart (node_id, node_type): the message alone, never the node twice.
+                error=self._stop_reason() if stopped else e.message,
+                node_id=None if stopped else e.node_id,
+                node_type=None if stopped else e.node_type,
+                **({"missing_models": missing} if missing and not stopped else {}),
             )
         except Exception as e:
             if self._server_down(target):
-                raise pl.ServerDown(f"{target.url} stopped answering ({type(e).__name__}: {e})") from e
+                # The cause alone: the server's URL is in the line that reports it.
+                why = str(e).replace(f"ComfyUI at {target.url} cannot be reached: ", "")
+                raise pl.ServerDown(
+                    why if isinstance(e, self.cs.ComfyServerError) else f"{type(e).__name__}: {e}"
+                ) from e
             raise
         seconds = time.perf_counter() - started
         if not self.first_messages.is_set():
@@ -346,6 +441,15 @@ def cancel(client, prompt_ids: list[str]):
         client.request_json("POST", "/queue", {"delete": list(prompt_ids)})
     for prompt_id in prompt_ids:
         client.request_json("POST", "/interrupt", {"prompt_id": prompt_id})
+
+
+def take_back(cs, url: str, prompt_ids: list[str]):
+    """`cancel`, bounded by a short timeout and never raising: a server that does not answer has
+    nothing of ours running that we could stop anyway."""
+    try:
+        cancel(cs.ComfyClient(url, timeout=2), prompt_ids)
+    except Exception:
+        pass
 
 
 def node_messages(prompt: dict, entry: dict) -> list[str]:
@@ -488,7 +592,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--manifest", metavar="FILE", help="manifest path (default: DIR/manifest.jsonl)")
     parser.add_argument("--resume", action="store_true", help="skip the items the manifest records as done")
     parser.add_argument("--max-in-flight", type=int, default=2, metavar="K", help="prompts queued per server (2)")
-    parser.add_argument("--timeout", type=float, default=1800, metavar="S", help="seconds allowed per item (1800)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=1800,
+        metavar="S",
+        help="seconds an item may run once it has started on a server; time in the queue does not count (1800)",
+    )
+    parser.add_argument(
+        "--queue-timeout",
+        type=float,
+        default=600,
+        metavar="S",
+        help="stop the job when for S seconds none of its items ran, progressed or finished (a server's queue "
+        "held by other work, or a stuck server); 0: no bound (600)",
+    )
     parser.add_argument(
         "--demo-weights",
         action="store_true",
@@ -545,6 +663,13 @@ def main(argv=None) -> int:
         comfyui, how = headless.find_comfyui(args.comfyui)
         output = Path(args.output) if args.output else (comfyui / "output" if comfyui else Path("output"))
         output = output.resolve()
+        manifest_path = Path(args.manifest).resolve() if args.manifest else output / "manifest.jsonl"
+        # Everything the job will write, checked before any server is started or asked.
+        if not args.validate_only:
+            check_folder(output, "--output" if args.output else "the output folder (--output)")
+            check_file(manifest_path, "--manifest" if args.manifest else "the manifest (--manifest)")
+        if args.save_api:
+            check_file(Path(args.save_api).resolve(), "--save-api")
 
         # -- targets
         if args.servers:
@@ -607,13 +732,17 @@ def main(argv=None) -> int:
                 print(f"set {line}")
         except wc.ConversionError as e:
             raise UsageError(str(e)) from None
+        if args.save_api:
+            # Before --demo-weights: the saved prompt is the workflow's, with its own model files.
+            try:
+                Path(args.save_api).write_text(json.dumps(prompt, indent=2) + "\n", encoding="utf-8")
+            except OSError as e:
+                raise UsageError(f"--save-api {args.save_api} cannot be written ({e.strerror or e})") from None
+            print(f"API prompt written to {args.save_api}")
         if args.demo_weights:
             if setup_demo_prompt(wc, prompt, data, job, args.validate_only, args.servers):
                 # Placeholders were just written: the server lists them now, our copy of its lists does not.
                 infos = {url: pl.ObjectInfoDefinitions(cs.ComfyClient(url).object_info()) for url in infos}
-        if args.save_api:
-            Path(args.save_api).write_text(json.dumps(prompt, indent=2) + "\n")
-            print(f"API prompt written to {args.save_api}")
 
         # -- servers that can run it
         refused = dict(unreachable)
@@ -636,7 +765,7 @@ def main(argv=None) -> int:
             print(f"valid: {len(prompt)} nodes, output nodes {', '.join(map(str, outputs))}")
             return 0
 
-        return run_job(args, pl, cs, prompt, data, rows, kind, definitions, usable, output)
+        return run_job(args, pl, cs, prompt, data, rows, kind, definitions, usable, output, manifest_path)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -702,16 +831,30 @@ def setup_demo_prompt(wc, prompt: dict, data: dict, job: Job, validate_only: boo
     return bool(others)
 
 
-def run_job(args, pl, cs, prompt, data, rows, kind, definitions, urls, output: Path) -> int:
+def describe(record: dict, status: bool = True) -> str:
+    """An item's outcome in one line: row, seed, status, server, and the node before the message."""
+    seed = f"seed {record['seed']}" if record.get("seed") is not None else f"#{record['index'] + 1}"
+    where = f" on {record['server']}" if record.get("server") else ""
+    head = f"row {record['row']} {seed}" + (f": {record['status']}" if status else "") + where
+    if record["status"] == "done":
+        names = ", ".join(f["path"] for f in record.get("files") or []) or "no images"
+        return f"{head} in {record['seconds']:.1f} s -> {names}"
+    node = f"node {record['node_id']} ({record.get('node_type')}): " if record.get("node_id") is not None else ""
+    return f"{head}: {node}{record.get('error')}"
+
+
+def run_job(args, pl, cs, prompt, data, rows, kind, definitions, urls, output: Path, manifest_path: Path) -> int:
     try:
         items = pl.expand_items(prompt, rows, args.count, kind, definitions)
     except pl.JobError as e:
         raise UsageError(str(e)) from None
-    manifest = pl.Manifest(Path(args.manifest).resolve() if args.manifest else output / "manifest.jsonl")
-    output.mkdir(parents=True, exist_ok=True)
+    manifest = pl.Manifest(manifest_path)
     skipped = 0
     if args.resume:
-        done = manifest.done_keys(output)
+        try:
+            done = manifest.done_keys(output)
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read the manifest {manifest.path} for --resume ({e})") from None
         before = len(items)
         items = [i for i in items if i.key not in done]
         skipped = before - len(items)
@@ -719,64 +862,101 @@ def run_job(args, pl, cs, prompt, data, rows, kind, definitions, urls, output: P
 
     counts = {"done": 0, "failed": 0, "interrupted": 0, "skipped": skipped}
     images = [0]
-    failures = []
+    records = []
     progress = Progress(len(items), urls, enabled=not args.no_progress and bool(items))
     stop = threading.Event()
     runner = ItemRunner(cs, pl, data, output, progress, args.timeout, stop)
 
     def on_record(record):
-        manifest.append(record)
+        # Counted and printed first: the outcome is told even when the manifest cannot take it.
+        records.append(record)
         counts[record["status"]] = counts.get(record["status"], 0) + 1
         images[0] += len(record.get("files") or [])
-        seed = f"seed {record['seed']}" if record.get("seed") is not None else f"#{record['index'] + 1}"
-        where = f" on {record['server']}" if record.get("server") else ""
-        if record["status"] == "done":
-            names = ", ".join(f["path"] for f in record["files"]) or "no images"
-            progress.write(f"row {record['row']} {seed}: done{where} in {record['seconds']:.1f} s -> {names}")
-        else:
-            failures.append(record)
-            progress.write(f"row {record['row']} {seed}: {record['status']}{where}: {record.get('error')}")
+        progress.write(describe(record), err=record["status"] == "failed")
         progress.item_done()
+        manifest.append(record)
+
+    def on_server_down(target, why):
+        left = [t.url for t in targets if t.alive]
+        then = f"its items go to {', '.join(left)}" if left else "no server is left for the remaining items"
+        progress.write(f"error: server {target.url} stopped answering ({why}); {then}", err=True)
+
+    def on_stop(reason):
+        if reason and reason.startswith("interrupted"):
+            progress.write("Ctrl-C: taking the job's prompts back from every server (Ctrl-C again: at once)")
+        else:
+            progress.write(f"error: {reason}; stopping the job, taking its prompts back", err=True)
 
     targets = [pl.Target(url, cs.ComfyClient(url, timeout=10)) for url in urls]
-    scheduler = pl.Scheduler(targets, runner, on_record, max_in_flight=args.max_in_flight)
+    scheduler = pl.Scheduler(
+        targets,
+        runner,
+        on_record,
+        max_in_flight=args.max_in_flight,
+        stall_timeout=args.queue_timeout or None,
+        on_server_down=on_server_down,
+        on_stop=on_stop,
+    )
+    runner.scheduler = scheduler
+    scheduler.stop = stop  # one stop event: the scheduler sets it, every waiting item sees it
     if items:
         seeds = ", ".join(str(i.seed) for i in items[:6]) + (" ..." if len(items) > 6 else "")
         print(f"{len(items)} item(s) over {len(urls)} server(s) (seeds {seeds}); output: {output}")
     started = time.perf_counter()
-    interrupted = False
+
+    def on_sigint(signum, frame):
+        scheduler.sigints += 1  # a flag only: the scheduler's loop acts on it within 0.1 s
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         scheduler.run(items)
-    except KeyboardInterrupt:
-        interrupted = True
-        stop.set()
-        progress.write("Ctrl-C: interrupting the prompts in flight on every server ...")
-        for t in targets:
-            try:
-                cancel(t.client, list(t.prompt_ids))
-            except Exception as e:
-                progress.write(f"  {t.url}: could not interrupt ({type(e).__name__}: {e})")
-        scheduler.interrupt()
     finally:
+        signal.signal(signal.SIGINT, previous)
         progress.close()
+    if scheduler.reason:
+        # The workers take their own prompts back; after a second Ctrl-C they were not waited for,
+        # so whatever is still ours on a server is taken back here, all servers at once, bounded.
+        sweeps = [
+            threading.Thread(target=take_back, args=(cs, t.url, t.prompt_ids), daemon=True)
+            for t in targets
+            if t.alive and t.prompt_ids
+        ]
+        for sweep in sweeps:
+            sweep.start()
+        deadline = time.monotonic() + 1.0
+        for sweep in sweeps:
+            sweep.join(max(0.0, deadline - time.monotonic()))
     seconds = time.perf_counter() - started
 
     per_server = {t.url: t.done for t in targets} if len(targets) > 1 else None
     print("\nsummary:")
     print(pl.summary_table(counts, images[0], seconds, per_server))
-    print(f"manifest: {manifest.path}")
+    if scheduler.unrecorded:
+        print(f"manifest: {manifest.path} (without the {len(scheduler.unrecorded)} item(s) above it could not take)")
+    else:
+        print(f"manifest: {manifest.path}")
     if args.demo_weights:
         print("(demo weights: these images are noise)")
-    for record in failures:
-        node = f" node {record['node_id']} ({record.get('node_type')})" if record.get("node_id") else ""
-        print(f"failed: row {record['row']} seed {record.get('seed')}{node}: {record.get('error')}", file=sys.stderr)
-    missing = [name for record in failures for name in record.get("missing_models") or []]
+    for t in targets:
+        if t.lost:
+            print(f"server lost: {t.url} stopped answering ({t.lost})", file=sys.stderr)
+    for record in records:
+        if record["status"] == "failed":
+            print("failed: " + describe(record, status=False), file=sys.stderr)
+    if counts["interrupted"]:
+        print(
+            f"interrupted: {counts['interrupted']} item(s) not finished; run again with --resume to do them",
+            file=sys.stderr,
+        )
+    missing = [name for record in records for name in record.get("missing_models") or []]
     hint = pl.model_hint(data, missing, args.demo_weights)
     if hint:
         print(hint, file=sys.stderr)
-    if interrupted:
+    if scheduler.reason and not scheduler.reason.startswith("interrupted"):
+        print(f"error: the job stopped early: {scheduler.reason}", file=sys.stderr)
+    if scheduler.sigints:
         return 130
-    return 1 if counts["failed"] or counts["interrupted"] else 0
+    return 1 if counts["failed"] or counts["interrupted"] or scheduler.reason or scheduler.unrecorded else 0
 
 
 if __name__ == "__main__":

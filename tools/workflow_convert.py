@@ -552,7 +552,7 @@ def with_seed_offset(prompt: dict, offset: int) -> dict:
 
 
 def demo_variant(variant: str, model_name: str) -> str:
-    """Which demo DiT stands in for a ZImageLoader: 'base' or 'turbo', as the loader would decide
+    """Which demo DiT stands in for a Z-Image Loader (ZINodesLoader): 'base' or 'turbo', as the loader would decide
     from the variant widget and the file name (the demo files carry no real metadata)."""
     variant = str(variant or "auto").strip().lower()
     if variant in ("turbo", "base"):
@@ -564,7 +564,7 @@ def demo_variant(variant: str, model_name: str) -> str:
 
 
 def use_demo_models(prompt: dict, names: dict) -> list[str]:
-    """Point every ZImageLoader at the demo files (names from demo_weights.write_demo_models)."""
+    """Point every Z-Image Loader at the demo files (names from demo_weights.write_demo_models)."""
     done = []
     for node_id, entry in prompt.items():
         if entry.get("class_type") != ZIMAGE_LOADER:
@@ -575,12 +575,12 @@ def use_demo_models(prompt: dict, names: dict) -> list[str]:
         inputs["diffusion_model"] = names[which]
         inputs["text_encoder"] = names["text_encoder"]
         inputs["vae"] = names["vae"]
-        done.append(f"node {node_id} (ZImageLoader): {before!r} -> demo {which} model {names[which]!r}")
+        done.append(f"node {node_id} ({ZIMAGE_LOADER}): {before!r} -> demo {which} model {names[which]!r}")
     return done
 
 
 def model_file_inputs(prompt: dict, workflow: dict | None = None) -> list[dict]:
-    """Model files that nodes other than ZImageLoader load: [{node_id, class_type, input, name,
+    """Model files that nodes other than the Z-Image Loader load: [{node_id, class_type, input, name,
     directory (None when unknown)}]. Directories from the core loader table, else from the workflow's
     properties.models entries."""
     declared = {}

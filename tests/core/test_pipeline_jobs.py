@@ -112,7 +112,6 @@ def test_jsonl_rows(tmp_path):
     [
         ("Nope.text\nx\n", "no node with that id, title or type"),
         ("Positive.colour\nx\n", "no input 'colour'"),
-        ("seed\nabc\n", "seed must be an integer"),
         ("justacolumn\nx\n", "expected NODE.input"),
     ],
 )
@@ -120,6 +119,26 @@ def test_bad_columns_are_refused_with_the_row(tmp_path, text, message):
     rows, kind = pl.read_rows(write(tmp_path, "p.csv", text))
     with pytest.raises(pl.JobError, match=message):
         pl.expand_items(PROMPT, rows, 1, kind, definitions())
+
+
+def test_a_bad_seed_fails_its_own_row_only(tmp_path):
+    rows, kind = pl.read_rows(write(tmp_path, "p.csv", "Positive.text,seed\na cat,7\na dog,abc\n"))
+    good, bad = pl.expand_items(PROMPT, rows, 1, kind, definitions())
+    assert good.error is None and good.seed == 7
+    assert bad.error == "seed must be an integer, got 'abc'; fix that row and run again with --resume"
+    assert bad.seed is None and bad.name == "row0002_n1"
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [("p.txt", ""), ("p.txt", "# only a comment\n\n"), ("p.csv", "Positive.text,seed\n"), ("p.jsonl", "\n")],
+)
+def test_an_empty_prompts_file_is_refused(tmp_path, name, text):
+    path = write(tmp_path, name, text)
+    with pytest.raises(
+        pl.JobError, match=f"the prompts file {path} has no .*; add at least one, or leave out --prompts"
+    ):
+        pl.read_rows(path)
 
 
 def test_prompts_file_errors(tmp_path):
@@ -202,6 +221,10 @@ def test_model_hint_only_for_model_file_errors():
     hint = pl.model_hint(WORKFLOW, names, demo_weights=False)
     assert "diffusion_models/z.safetensors  https://x/z" in hint and "--demo-weights" in hint
     assert "--demo-weights" not in pl.model_hint(WORKFLOW, names, demo_weights=True)
+    # A checkpoint of another loader: --demo-weights would refuse it, so the hint does not offer it.
+    other = {"nodes": [{"id": 9, "type": "CheckpointLoaderSimple", "properties": {"models": [{"name": "sdxl.safetensors", "directory": "checkpoints", "url": "https://x/sdxl"}]}}], "links": []}  # fmt: skip
+    hint = pl.model_hint(other, ["sdxl.safetensors"], demo_weights=False)
+    assert "checkpoints/sdxl.safetensors  https://x/sdxl" in hint and "--demo-weights" not in hint
     assert pl.model_hint(WORKFLOW, [], demo_weights=False) is None
 
 
@@ -256,3 +279,127 @@ def test_scheduler_fails_items_when_every_server_is_gone():
 def test_summary_table():
     table = pl.summary_table({"done": 11, "failed": 1, "skipped": 2}, 11, 60.0, {"http://a": 6, "http://b": 5})
     assert "done              11" in table and "images / minute   11.00" in table and "done on http://b  5" in table
+
+
+def _records_of(scheduler_kwargs, items, process, on_record=None, sigints_after=None):
+    """Run a scheduler over stand-in targets in a thread with its own time bound."""
+    records = []
+    targets = [pl.Target("a", None), pl.Target("b", None)]
+    scheduler = pl.Scheduler(targets, process, on_record or records.append, **scheduler_kwargs)
+    runner = threading.Thread(target=scheduler.run, args=(items,), daemon=True)
+    runner.start()
+    if sigints_after is not None:
+        assert sigints_after.wait(10)
+        scheduler.sigints += 1
+    runner.join(10)
+    assert not runner.is_alive(), "the scheduler hung"
+    return scheduler, records
+
+
+def test_a_record_that_cannot_be_written_stops_the_job_instead_of_hanging():
+    items = pl.expand_items(PROMPT, None, 6)
+
+    def on_record(record):
+        raise pl.ManifestError("cannot write the manifest /dev/full (No space left on device)")
+
+    scheduler, _ = _records_of({"max_in_flight": 1}, items, lambda t, i: pl.record_for(i, "done"), on_record)
+    assert scheduler.reason.startswith("cannot write the manifest /dev/full") and scheduler.stop_status == "failed"
+    # Every item was offered to on_record exactly once: nothing is silently dropped.
+    assert sorted(r["key"] for r in scheduler.unrecorded) == sorted(i.key for i in items)
+
+
+def test_an_exception_anywhere_in_an_item_still_ends_it_with_a_record():
+    items = pl.expand_items(PROMPT, None, 3)
+
+    def process(target, item):
+        if item.index == 1:
+            raise KeyboardInterrupt  # not an Exception: before, it left the job waiting forever
+        return pl.record_for(item, "done")
+
+    _, records = _records_of({"max_in_flight": 1}, items, process)
+    statuses = sorted(r["status"] for r in records)
+    assert len(records) == 3 and statuses == ["done", "done", "failed"]
+
+
+def test_ctrl_c_accounts_for_every_item_queued_running_and_never_started():
+    items = pl.expand_items(PROMPT, None, 8)
+    started = threading.Event()
+    stop_seen = []
+
+    def process(target, item):
+        started.set()
+        # A running item: it returns when the job stops (as a server's wait does), never on its own.
+        while not scheduler_ref[0].stop.wait(0.01):
+            pass
+        stop_seen.append(item.key)
+        return pl.record_for(item, "interrupted", server=target.url)
+
+    scheduler_ref = [None]
+    records = []
+    targets = [pl.Target("a", None), pl.Target("b", None)]
+    scheduler = pl.Scheduler(targets, process, records.append, max_in_flight=2)
+    scheduler_ref[0] = scheduler
+    runner = threading.Thread(target=scheduler.run, args=(items,), daemon=True)
+    runner.start()
+    assert started.wait(10)
+    scheduler.sigints += 1
+    runner.join(10)
+    assert not runner.is_alive()
+    assert sorted(r["key"] for r in records) == sorted(i.key for i in items)
+    assert {r["status"] for r in records} == {"interrupted"} and scheduler.reason == "interrupted (Ctrl-C)"
+    assert len(stop_seen) == 4  # the four in flight came back from their workers; four never started
+
+
+def test_a_second_ctrl_c_does_not_wait_for_items_that_do_not_come_back():
+    items = pl.expand_items(PROMPT, None, 3)
+    started = threading.Event()
+    never = threading.Event()
+
+    def process(target, item):
+        started.set()
+        never.wait(30)  # a worker stuck on a server that does not answer
+        return pl.record_for(item, "done")
+
+    records = []
+    scheduler = pl.Scheduler([pl.Target("a", None)], process, records.append, max_in_flight=1, grace=30)
+    runner = threading.Thread(target=scheduler.run, args=(items,), daemon=True)
+    runner.start()
+    assert started.wait(10)
+    scheduler.sigints = 2
+    runner.join(10)
+    assert not runner.is_alive()
+    never.set()
+    assert len(records) == 3 and {r["status"] for r in records} == {"interrupted"}
+
+
+def test_the_watchdog_stops_a_job_where_nothing_moves():
+    items = pl.expand_items(PROMPT, None, 2)
+    never = threading.Event()
+
+    def process(target, item):
+        never.wait(30)  # queued on a server that never starts it, and never says so
+        return pl.record_for(item, "done")
+
+    scheduler, records = _records_of({"max_in_flight": 1, "stall_timeout": 0.5}, items, process)
+    never.set()
+    assert scheduler.reason.startswith("no item started, progressed or finished for 0.5 s")
+    assert len(records) == 2 and {r["status"] for r in records} == {"failed"}
+
+
+def test_a_lost_server_is_reported_once_by_name():
+    lost = []
+    items = pl.expand_items(PROMPT, None, 4)
+
+    def process(target, item):
+        if target.url == "a":
+            raise pl.ServerDown("ConnectionRefusedError: refused")
+        return pl.record_for(item, "done", server=target.url)
+
+    records = []
+    targets = [pl.Target("a", None), pl.Target("b", None)]
+    scheduler = pl.Scheduler(
+        targets, process, records.append, max_in_flight=2, on_server_down=lambda t, why: lost.append((t.url, why))
+    )
+    scheduler.run(items)
+    assert lost == [("a", "ConnectionRefusedError: refused")] and targets[0].lost == "ConnectionRefusedError: refused"
+    assert len(records) == 4 and {r["status"] for r in records} == {"done"}
