@@ -56,7 +56,7 @@ from pathlib import Path
 
 PACK_DIR = Path(__file__).resolve().parent.parent
 PACKAGE = "zimage_nodes"
-DEMO_KINDS = ("diffusion_models", "text_encoders", "vae")
+DEMO_KINDS = ("diffusion_models", "text_encoders", "vae", "loras")
 
 
 SITE = PACK_DIR / "tools" / "site"  # `import zimage_nodes` (the pack) from here
@@ -219,6 +219,7 @@ def demo_roles():
         ("base", "diffusion_models"),
         ("text_encoder", "text_encoders"),
         ("vae", "vae"),
+        ("lora", "loras"),
     ]
 
 
@@ -796,7 +797,7 @@ def declared_dirs(data: dict, wc) -> set[str]:
 def setup_demo_prompt(wc, prompt: dict, data: dict, job: Job, validate_only: bool, remote: bool) -> bool:
     """Point the Z-Image Loaders at the demo files. Other loaders' files cannot be stood in for: an
     error, or empty placeholders in the embedded server when only validating (returns True then)."""
-    others = wc.model_file_inputs(prompt, data)
+    others = [o for o in wc.model_file_inputs(prompt, data) if (o["class_type"], o["input"]) not in wc.DEMO_STANDINS]
     if others and (not validate_only or remote):
         lines = "\n".join(f"  node {o['node_id']} ({o['class_type']}).{o['input']} = {o['name']!r}" for o in others)
         how = "" if remote else ", or add --validate-only to check the graph without running it"

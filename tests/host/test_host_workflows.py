@@ -179,7 +179,7 @@ def runner_server(demo_models, tmp_path_factory):
     root, _ = demo_models
     server = comfy_server.ComfyServer(
         COMFYUI,
-        model_folders={kind: [root / kind] for kind in ("diffusion_models", "text_encoders", "vae")},
+        model_folders={kind: [root / kind] for kind in ("diffusion_models", "text_encoders", "vae", "loras")},
         cpu=True,
         log_path=tmp_path_factory.getbasetemp() / "runner-server.log",
     )
