@@ -122,7 +122,9 @@ class LoraPlan:
     unplaced: dict[str, list[str]]  # group label -> file keys
     text_encoder_keys: list[str]
     alpha_sources: dict[str, int]
-    duplicates: list[tuple[str, str]]  # (kept module, other module) mapping onto the same weight region
+    # (first module, other module, identical) for two names of one weight region: identical copies
+    # are applied once, different ones both (each is a change the file asks for).
+    duplicates: list[tuple[str, str, bool]]
 
     @property
     def placed_keys(self) -> int:
@@ -139,8 +141,9 @@ class LoraPlan:
             f"DoRA, magnitude per {axis} {'row' if axis == 'output' else 'column'}: {n} modules"
             for axis, n in dora.items()
         ]
-        for kept, other in self.duplicates:
-            lines.append(f"'{other}' and '{kept}' are the same weight: both applied")
+        for kept, other, same in self.duplicates:
+            how = "identical copies, applied once" if same else "different changes, both applied"
+            lines.append(f"'{other}' and '{kept}' name the same weight: {how}")
         if self.text_encoder_keys:
             lines.append(f"{len(self.text_encoder_keys)} text-encoder keys (applied to CLIP when connected)")
         for group, keys in self.unplaced.items():
@@ -185,7 +188,7 @@ def plan_lora(
 
     meta = metadata_alpha(metadata)
     placed: list[Module] = []
-    regions: dict[tuple, str] = {}
+    regions: dict[tuple, Module] = {}
     duplicates = []
     alpha_sources: dict[str, int] = defaultdict(int)
     for source, module in modules.items():
@@ -230,12 +233,26 @@ def plan_lora(
                     )
         _alpha(path, module, read_scalar, meta, alpha_sources)
         region = (target.weight, target.offset)
-        if region in regions:
-            duplicates.append((regions[region], module.source))
-        else:
-            regions[region] = module.source
+        first = regions.setdefault(region, module)
+        if first is not module:
+            same = _same_parts(tensors, first, module)
+            duplicates.append((first.source, module.source, same))
+            if same:
+                continue
         placed.append(module)
     return LoraPlan(path, fmt, placed, dict(unplaced), te_keys, dict(alpha_sources), duplicates)
+
+
+def _same_parts(tensors, a: Module, b: Module) -> bool:
+    if set(a.parts) != set(b.parts):
+        return False
+    for part in a.parts:
+        x, y = tensors[a.parts[part]], tensors[b.parts[part]]
+        if not (
+            isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.shape == y.shape and torch.equal(x, y)
+        ):
+            return False
+    return True
 
 
 def _alpha(path, module: Module, read_scalar, meta, sources):

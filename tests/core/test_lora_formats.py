@@ -112,3 +112,17 @@ def test_convert_cli_writes_the_native_form_and_never_overwrites(tmp_path):
         r = subprocess.run([*cli, str(src), str(target)], capture_output=True, text=True)
         assert r.returncode == 2 and "nothing is overwritten" in r.stderr
     assert src.read_bytes() == before
+
+
+def test_two_names_of_one_weight_identical_applied_once_different_both():
+    g = torch.Generator().manual_seed(1)
+    down, up = torch.randn(4, 256, generator=g), torch.randn(256, 4, generator=g)
+    t = {}
+    for name in ("attention.out", "attention.to_out.0"):
+        t[f"diffusion_model.layers.0.{name}.lora_A.weight"] = down
+        t[f"diffusion_model.layers.0.{name}.lora_B.weight"] = up
+    plan = plan_lora("f.safetensors", t, {}, SMALL, lambda k: 1.0)
+    assert len(plan.modules) == 1 and "identical copies, applied once" in plan.summary()
+    t["diffusion_model.layers.0.attention.to_out.0.lora_B.weight"] = up * 2
+    plan = plan_lora("f.safetensors", t, {}, SMALL, lambda k: 1.0)
+    assert len(plan.modules) == 2 and "different changes, both applied" in plan.summary()
