@@ -631,13 +631,14 @@ class Job:
         self.temp: Path | None = None
         self.server = None
         self.demo_proc = None
+        self.quick = False
 
     def close(self):
         if self.demo_proc is not None and self.demo_proc.poll() is None:
             self.demo_proc.kill()
             self.demo_proc.communicate()
         if self.server is not None:
-            self.server.stop()
+            self.server.stop(timeout=2 if self.quick else 20)
         if self.temp is not None:
             shutil.rmtree(self.temp, ignore_errors=True)
 
@@ -766,7 +767,10 @@ def main(argv=None) -> int:
             print(f"valid: {len(prompt)} nodes, output nodes {', '.join(map(str, outputs))}")
             return 0
 
-        return run_job(args, pl, cs, prompt, data, rows, kind, definitions, usable, output, manifest_path)
+        status = run_job(args, pl, cs, prompt, data, rows, kind, definitions, usable, output, manifest_path)
+        # After Ctrl-C the embedded server (ours, its folders temporary) gets a short clean stop only.
+        job.quick = status == 130
+        return status
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -778,6 +782,7 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+        job.quick = True
         return 130
     finally:
         job.close()

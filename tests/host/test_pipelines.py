@@ -154,6 +154,14 @@ def test_a_server_without_the_files_is_refused_with_the_hint(servers, tmp_path):
     assert not list(tmp_path.glob("*.png"))
 
 
+def test_the_hint_for_another_loaders_checkpoint_does_not_offer_demo_weights(servers, tmp_path):
+    sd = PACK_DIR / "example_workflows" / "sd_negative_prompt_cfg.json"
+    proc = run_workflow_cli(str(sd), "--output", str(tmp_path), "--server", servers[0].url)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "model file missing: checkpoints/v1-5-pruned-emaonly-fp16.safetensors" in proc.stderr
+    assert HINT in proc.stderr and "--demo-weights" not in proc.stderr  # it would refuse that checkpoint
+
+
 def test_an_unreachable_server_is_refused(servers, tmp_path):
     dead = f"http://127.0.0.1:{cs.free_port()}"
     proc = run_workflow_cli(str(TURBO), "--demo-weights", "--output", str(tmp_path), "--server", dead, *set_args(SMALL))
