@@ -260,3 +260,42 @@ def test_lora_with_batched_guider_equals_cfg_guider_and_nag_keeps_acting(host, z
         nagged = turbo_sampler(host, nag_model(host, patched, neg), pos, latent, seed=3, steps=4)["samples"]
     assert (nagged - plain).abs().max().item() > 1e-4
     assert nag_spy.counts["fallback"] == 0 and nag_spy.counts["nag"] > 0, nag_spy.counts
+
+
+def test_fp8_weights_take_the_lora_through_comfyuis_casting(host, loras):
+    """An fp8 (e4m3fn) model: ComfyUI computes the patched weight in fp32 and stores it in fp8, so
+    the patched weight is the exact merge up to one fp8 rounding step; sampling stays finite."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    from zimage_nodes.tools import demo_weights
+    from zimage_nodes.tools.sampling_paths import turbo_sampler
+
+    model_config = comfy.supported_models.ZImage(demo_weights.unet_config())
+    model_config.set_inference_dtype(torch.float8_e4m3fn, torch.float32)
+    model = model_config.get_model({})
+    demo_weights.fill_random(model.diffusion_model, 0).eval()
+    device = mm.get_torch_device()
+    fp8 = comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
+    base = {k: v.detach().float().clone() for k, v in model.diffusion_model.state_dict().items()}
+    _, written = loras
+    patched, _ = run_node(host, fp8, "case00.safetensors")
+    with torch.no_grad():  # as ComfyUI loads models (its fp8 rounding writes with out=)
+        patched.patch_model()
+    try:
+        got = {k: v.detach().clone() for k, v in patched.model.diffusion_model.state_dict().items()}
+    finally:
+        patched.unpatch_model()
+    want = lora_files.expected(written["case00.safetensors"], base, STRENGTH)
+    worst = 0.0
+    for k, ref in want.items():
+        assert got[k].dtype == torch.float8_e4m3fn, (k, got[k].dtype)
+        # e4m3: 3 mantissa bits, so one rounding step is at most 2^-3 of the value (plus subnormals).
+        err = ((got[k].float() - ref).abs() - ref.abs() * 2**-3 - 2**-9).max().item()
+        worst = max(worst, err)
+    assert worst <= 0, worst
+    g = torch.Generator().manual_seed(5)
+    pos = [[torch.randn(1, 7, 64, generator=g), {}]]
+    out = turbo_sampler(host, patched, pos, {"samples": torch.zeros(1, 16, 16, 16)}, seed=3, steps=2)["samples"]
+    assert torch.isfinite(out).all()
