@@ -240,6 +240,13 @@ def plan_lora(
             if same:
                 continue
         placed.append(module)
+    if not placed and not te_keys:
+        first = next(iter(unplaced.values()))[0]
+        raise LoraFileError(
+            path,
+            f"none of its {len(keys)} keys fits a Z-Image model (e.g. '{first}'): a LoRA for another model",
+            "Pick a LoRA trained for Z-Image / Z-Image-Turbo",
+        )
     return LoraPlan(path, fmt, placed, dict(unplaced), te_keys, dict(alpha_sources), duplicates)
 
 

@@ -62,6 +62,7 @@ FAMILIES = (
     (re.compile(r"(^|_)transformer_blocks_\d+_(img_mlp|txt_mlp|img_mod|txt_mod)"), "Qwen-Image"),
     (re.compile(r"(^|_)transformer_blocks_\d+_"), "Flux / Qwen-Image style (transformer_blocks)"),
     (re.compile(r"(^|_)blocks_\d+_(self_attn|cross_attn)_"), "Wan"),
+    (re.compile(r"(^|_)joint_blocks_\d+_"), "SD3"),
 )
 
 
@@ -110,7 +111,7 @@ def read_lora_header(path: str | os.PathLike) -> LoraHeader:
 def recognise(keys, metadata: dict[str, str]) -> str:
     """The trainer/format name for the node's message (refusals are `refuse_other_family`'s job)."""
     keys = list(keys)
-    raw = " ".join(keys[:200])
+    raw = " ".join(keys)
     c = [canonical(k) for k in keys]
     dora = any(p in raw for p in ("magnitude", "dora_scale"))
     lokr = "lokr_" in raw

@@ -23,7 +23,7 @@ from ..core.lora_formats import LoraFileError, read_lora_header
 log = logging.getLogger("zimage_nodes")
 
 
-def read_lora(path: str) -> tuple[LoraPlan | None, dict, dict]:
+def read_lora(path: str) -> tuple[dict, dict]:
     """(header metadata, tensors) of a LoRA file, its header checked first (pickle, truncation)."""
     header = read_lora_header(path)
     from safetensors.torch import load_file

@@ -126,3 +126,10 @@ def test_two_names_of_one_weight_identical_applied_once_different_both():
     t["diffusion_model.layers.0.attention.to_out.0.lora_B.weight"] = up * 2
     plan = plan_lora("f.safetensors", t, {}, SMALL, lambda k: 1.0)
     assert len(plan.modules) == 2 and "different changes, both applied" in plan.summary()
+
+
+def test_a_lora_whose_keys_all_miss_the_model_is_refused():
+    t = {"diffusion_model.blocks.3.attn.proj.lora_A.weight": torch.zeros(4, 8)}
+    t["diffusion_model.blocks.3.attn.proj.lora_B.weight"] = torch.zeros(8, 4)
+    with pytest.raises(LoraFileError, match=r"none of its 2 keys fits a Z-Image model"):
+        plan_lora("other.safetensors", t, {}, SMALL, lambda k: 1.0)
