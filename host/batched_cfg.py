@@ -20,7 +20,7 @@ import comfy.samplers
 import comfy.utils
 import torch
 
-from ..model import zimage_batched
+from ..model import skeleton, zimage_batched
 from ..model.forward_guard import ForwardGuard
 from . import host_model
 
@@ -31,7 +31,7 @@ _UNBATCHABLE_COND_KEYS = ("area", "mask", "control", "gligen", "hooks", "timeste
 _MODEL_CONDS = {"c_crossattn", "num_tokens"}
 # transformer_options keys the batched pass reproduces (set by ComfyUI's sampling itself, or read by
 # the NextDiT blocks it calls unchanged). Anything else may be a feature it does not know.
-_TRANSFORMER_OPTIONS = {
+TRANSFORMER_OPTIONS = {
     "wrappers",
     "callbacks",
     "patches",
@@ -84,7 +84,7 @@ def blocker(model, conds, x, model_options) -> str | None:
     ok, reason = zimage_batched.can_batch(model.diffusion_model, transformer_options)
     if not ok:
         return reason
-    unknown = set(transformer_options) - _TRANSFORMER_OPTIONS
+    unknown = set(transformer_options) - TRANSFORMER_OPTIONS
     if unknown:
         return f"transformer_options has entries the batched forward does not reproduce: {sorted(unknown)}"
     if "multigpu_clones" in model_options:
@@ -123,6 +123,7 @@ def signature(model, conds, x, model_options) -> tuple:
         str(x.device),
         tuple(sorted(options)),
         tuple(sorted((options.get("rope_options") or {}).items())),
+        skeleton.patch_kinds(options),
         "model_function_wrapper" in model_options,
     )
 

@@ -25,9 +25,13 @@ The exception is the image pad tokens (odd latent sizes): a plain forward puts t
 whatever the caption length, so in window B their q and k are rotated once more by P - N.
 
 Exactness: equals a forward that runs the batch doubled ([pos, img] and [neg, img]) and applies
-NAG on the image slice in every layer (tests/host/test_nag.py, <= 1e-5 in fp32). The mirrored
-parts (embedding, padding, positions, refiners, final layer) are those of zimage_batched, and the
-same `can_batch` conditions apply; `self_check` compares against the host's own forward.
+NAG on the image slice in every layer (tests/host/test_nag.py, <= 1e-5 in fp32). Everything but
+the sequence layout and the attention (embedding, padding, refiners, model patches, final layer)
+is the shared skeleton (model/skeleton.py), and the same `can_batch` conditions apply;
+`self_check` compares against the host's own forward.
+
+A ComfyUI Z-Image Fun ControlNet patch acts on the image rows, which belong to the positive
+caption: the control is applied to the one image stream that both branches share.
 """
 
 from __future__ import annotations
@@ -35,9 +39,9 @@ from __future__ import annotations
 import torch
 
 from ..core.nag import nag_combine
-from . import zimage_batched
+from . import skeleton, zimage_batched
 
-__all__ = ["nag_forward", "can_nag", "self_check", "MirrorMismatch"]
+__all__ = ["nag_forward", "can_nag", "self_check", "MirrorMismatch", "NagLayout"]
 
 
 class MirrorMismatch(RuntimeError):
@@ -134,8 +138,8 @@ class _NagAttention:
             return torch.cat(parts, dim=1)
         if self._masks is None or (self._masks[0].dtype, self._masks[0].device) != (q.dtype, q.device):
             self._masks = (
-                zimage_batched.key_padding_mask([p + Ni for p in self.P], self.LA, q.dtype, q.device),
-                zimage_batched.key_padding_mask([n + Ni for n in self.N], self.LB, q.dtype, q.device),
+                skeleton.key_padding_mask([p + Ni for p in self.P], self.LA, q.dtype, q.device),
+                skeleton.key_padding_mask([n + Ni for n in self.N], self.LB, q.dtype, q.device),
             )
         mask_a, mask_b = self._masks
         qa, ka, va = (_gather_tokens(t, self.idx_a) for t in (q, k, v))
@@ -163,96 +167,78 @@ def nag_forward(
     alpha: float,
     transformer_options: dict | None = None,
 ) -> torch.Tensor:
-    """ComfyUI's Z-Image NextDiT forward with NAG in every main layer.
+    """ComfyUI's Z-Image NextDiT forward with NAG in every main layer: the skeleton
+    (model/skeleton.py) with `NagLayout`.
 
     x: [B, C, H, W]; timesteps: [B] or one value; pos_contexts / neg_contexts: B captions each,
     [L, cap_feat_dim] or [1, L, cap_feat_dim], any lengths. Returns what NextDiT.forward returns
     (negated velocity), [B, C, H, W]."""
-    import comfy.ldm.common_dit
-
     transformer_options = dict(transformer_options or {})
     ok, why = can_nag(diffusion_model, transformer_options)
     if not ok:
         raise NotImplementedError(f"Z-Image NAG forward not possible: {why}")
-    dm = diffusion_model
-    B, _, h, w = x.shape
+    B = x.shape[0]
     if len(pos_contexts) != B or len(neg_contexts) != B:
         raise ValueError(f"{len(pos_contexts)} positive / {len(neg_contexts)} negative captions for a batch of {B}")
-    timesteps = zimage_batched.batch_timesteps(timesteps, B, x.device)
+    layout = NagLayout(neg_contexts, scale, tau, alpha)
+    return skeleton.forward(diffusion_model, x, timesteps, pos_contexts, layout, transformer_options)
 
-    device = x.device
-    caps = [zimage_batched.caption_tokens(c, device, x.dtype) for c in list(pos_contexts) + list(neg_contexts)]
-    pH = pW = dm.patch_size
-    x = comfy.ldm.common_dit.pad_to_patch_size(x, (pH, pW))
-    H, W = x.shape[-2:]
 
-    adaln_input = dm.t_embedder((1.0 - timesteps) * dm.time_scale, dtype=x.dtype)
+class NagLayout(skeleton.Layout):
+    """Per sample one sequence [positive caption (P), image (Ni), negative caption (N)], right-padded
+    to the batch maximum, the negative caption at first-axis positions P - N + 1 .. P (module
+    docstring), and the main layers' attention replaced by `attention_hook`. The image rows are the
+    positive caption's: model patches (a ControlNet) act on the one image stream."""
 
-    # All 2B captions through the embedder and the context refiner in one batch (as zimage_batched).
-    padded_caps = zimage_batched.embed_captions(dm, caps)
-    cap_pad_lens = [c.shape[0] for c in padded_caps]
-    Lc = max(cap_pad_lens)
-    cap = torch.stack([torch.nn.functional.pad(c, (0, 0, 0, Lc - c.shape[0])) for c in padded_caps])
-    D = cap.shape[-1]
-    cap_ids = torch.zeros((2 * B, Lc, 3), dtype=torch.float32, device=device)
-    cap_ids[:, :, 0] = torch.arange(Lc, dtype=torch.float32, device=device) + 1.0
-    cap_freqs = dm.rope_embedder(cap_ids).movedim(1, 2).to(device)
-    same_caps = all(Lp == Lc for Lp in cap_pad_lens)
-    cap_mask = None if same_caps else zimage_batched.key_padding_mask(cap_pad_lens, Lc, cap.dtype, device)
-    for layer in dm.context_refiner:
-        cap = layer(cap, cap_mask, cap_freqs, transformer_options=transformer_options)
-    P, N = cap_pad_lens[:B], cap_pad_lens[B:]
+    def __init__(self, negatives: list, scale: float, tau: float, alpha: float):
+        self.negatives = list(negatives)
+        self.scale, self.tau, self.alpha = scale, tau, alpha
+        self.hook = None
 
-    # Image tokens, patchified and padded with x_pad_token, as a plain forward does.
-    img, n_img = zimage_batched.embed_image(dm, x)
-    Ni = img.shape[1]
+    def extra_captions(self) -> list:
+        return self.negatives
 
-    grid_y, grid_x = zimage_batched.image_positions(dm, x, transformer_options)
-    S = max(p + n for p, n in zip(P, N)) + Ni
-    ids = torch.zeros((B, S, 3), dtype=torch.float32, device=device)
-    for i in range(B):
-        p, n = P[i], N[i]
-        ids[i, :p, 0] = torch.arange(p, dtype=torch.float32, device=device) + 1.0
-        ids[i, p : p + n_img, 0] = p + 1.0
-        ids[i, p : p + n_img, 1] = grid_y
-        ids[i, p : p + n_img, 2] = grid_x
-        ids[i, p + Ni : p + Ni + n, 0] = torch.arange(n, dtype=torch.float32, device=device) + 1.0 + (p - n)
-    freqs = dm.rope_embedder(ids).movedim(1, 2).to(device)
-    img_freqs = torch.stack([freqs[i, P[i] : P[i] + Ni] for i in range(B)])
+    def attention_hook(self, previous, P, N, Ni, S, device, pad_rope):
+        """The one attention hook of the main layers (ComfyUI's optimized_attention_override)."""
+        return _NagAttention(previous, P, N, Ni, S, self.scale, self.tau, self.alpha, device, pad_rope)
 
-    for layer in dm.noise_refiner:
-        img = layer(img, None, img_freqs, adaln_input, transformer_options=transformer_options)
+    def join(self, dm, x, tokens, caps, img, transformer_options):
+        B, Ni = img.shape[:2]
+        n_img, device = tokens.n_img, img.device
+        P = [c.shape[0] for c in caps[:B]]
+        N = [c.shape[0] for c in caps[B : 2 * B]]
+        S = max(p + n for p, n in zip(P, N)) + Ni
+        seq = img.new_zeros((B, S, img.shape[-1]))
+        origin = skeleton.rope(dm, torch.zeros((1, 3), dtype=torch.float32, device=device))[0]
+        freqs = origin.to(device).expand((B, S) + tuple(origin.shape)).clone()
+        for i in range(B):
+            p, n = P[i], N[i]
+            seq[i, :p], seq[i, p : p + Ni], seq[i, p + Ni : p + Ni + n] = caps[i], img[i], caps[B + i]
+            freqs[i, :p] = tokens.cap_freqs[i].to(device)
+            freqs[i, p : p + Ni] = tokens.img_freqs[i].to(device)
+            freqs[i, p + Ni : p + Ni + n] = skeleton.rope(dm, skeleton.caption_positions(n, device, offset=p - n))
 
-    joint = img.new_zeros((B, S, D))
-    for i in range(B):
-        p, n = P[i], N[i]
-        joint[i, :p] = cap[i, :p]
-        joint[i, p : p + Ni] = img[i]
-        joint[i, p + Ni : p + Ni + n] = cap[B + i, :n]
+        pad_rope = None
+        if Ni > n_img and any(p != n for p, n in zip(P, N)):
+            pad_ids = torch.zeros((B, Ni - n_img, 3), dtype=torch.float32, device=device)
+            pad_ids[:, :, 0] = torch.tensor([p - n for p, n in zip(P, N)], dtype=torch.float32, device=device)[:, None]
+            pad_rope = (n_img, dm.rope_embedder(pad_ids).movedim(1, 2).to(device))
 
-    pad_rope = None
-    if Ni > n_img and any(p != n for p, n in zip(P, N)):
-        pad_ids = torch.zeros((B, Ni - n_img, 3), dtype=torch.float32, device=device)
-        pad_ids[:, :, 0] = torch.tensor([p - n for p, n in zip(P, N)], dtype=torch.float32, device=device)[:, None]
-        pad_rope = (n_img, dm.rope_embedder(pad_ids).movedim(1, 2).to(device))
-
-    main_options = dict(transformer_options)
-    hook = _NagAttention(
-        transformer_options.get("optimized_attention_override"), P, N, Ni, S, scale, tau, alpha, device, pad_rope
-    )
-    main_options["optimized_attention_override"] = hook
-    main_options["total_blocks"] = len(dm.layers)
-    main_options["block_type"] = "double"
-    for i, layer in enumerate(dm.layers):
-        main_options["block_index"] = i
-        joint = layer(joint, None, freqs, adaln_input, transformer_options=main_options)
-    if hook.calls != len(dm.layers):
-        raise MirrorMismatch(
-            f"the attention hook ran {hook.calls} times for {len(dm.layers)} main layers: the host's blocks "
-            "no longer call attention through optimized_attention_override"
+        options = dict(transformer_options)
+        self.hook = self.attention_hook(
+            transformer_options.get("optimized_attention_override"), P, N, Ni, S, device, pad_rope
+        )
+        options["optimized_attention_override"] = self.hook
+        return skeleton.Joint(
+            seq=seq, freqs=freqs, mask=None, img_starts=P, cap_starts=[0] * B, cap_lens=P, options=options
         )
 
-    return zimage_batched.image_output(dm, joint, P, n_img, adaln_input, (H, W), (h, w))
+    def finish(self, dm):
+        if self.hook.calls != len(dm.layers):
+            raise MirrorMismatch(
+                f"the attention hook ran {self.hook.calls} times for {len(dm.layers)} main layers: the host's "
+                "blocks no longer call attention through optimized_attention_override"
+            )
 
 
 def self_check(
@@ -275,7 +261,7 @@ def self_check(
         param = next(dm.parameters())
         device = param.device if device is None else device
         dtype = param.dtype if dtype is None else dtype
-    signature = ("NAG self-check", str(device), dtype)
+    signature = ("NAG self-check", str(device), dtype, skeleton.patch_kinds(opts))
     if guard.verdict(dm, signature) is None:
         g = torch.Generator(device="cpu").manual_seed(0)
         cap_dim = dm.cap_embedder[0].weight.shape[0]

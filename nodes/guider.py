@@ -8,7 +8,7 @@ import logging
 from comfy_api.latest import io, ui
 
 from ..core.variants import BASE
-from ..host import host_model
+from ..host import host_model, node_text
 from ..host.cfg_guider import NODE_NAME, ZImageGuider
 
 log = logging.getLogger("zimage_nodes")
@@ -75,6 +75,9 @@ class ZImageCFGGuider(io.ComfyNode):
         if tag is not None and tag["name"] == "turbo":
             log.warning("%s: %s", NODE_NAME, TURBO_WARNING)
             notes.append(TURBO_WARNING)
+        why = node_text.batched_blocker(model)
+        if why is not None:
+            notes.append(node_text.batched_off(why))
         guider = ZImageGuider(model, cfg, cfg_normalization, cfg_truncation)
         guider.set_conds(positive, negative)
         return io.NodeOutput(guider, ui=ui.PreviewText("\n".join(notes)) if notes else None)

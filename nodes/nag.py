@@ -3,9 +3,10 @@ guidance (NAG), without CFG's second forward. The patch it installs: host/nag_pa
 
 from __future__ import annotations
 
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..core.nag import DEFAULTS, NagParams
+from ..host import node_text
 from ..host.nag_patch import apply_nag
 
 
@@ -77,4 +78,6 @@ class ZImageNAG(io.ComfyNode):
     @classmethod
     def execute(cls, model, negative, nag_scale, nag_tau, nag_alpha, nag_sigma_end) -> io.NodeOutput:
         params = NagParams(scale=nag_scale, tau=nag_tau, alpha=nag_alpha, sigma_end=nag_sigma_end)
-        return io.NodeOutput(apply_nag(model, negative, params))
+        patched = apply_nag(model, negative, params)
+        why = node_text.nag_blocker(patched)
+        return io.NodeOutput(patched, ui=ui.PreviewText(node_text.nag_off(why)) if why is not None else None)

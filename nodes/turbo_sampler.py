@@ -20,7 +20,7 @@ from comfy_api.latest import io, ui
 from comfy_extras.nodes_custom_sampler import Guider_Basic
 
 from ..core.variants import TURBO
-from ..host import host_model
+from ..host import host_model, node_text
 from ..host.finite_watch import FiniteWatch
 from ..host.host_model import turbo_sigmas
 
@@ -107,6 +107,11 @@ class ZImageTurboSampler(io.ComfyNode):
             notes.append(
                 f"this model was loaded as Z-Image {tag['name']} ({tag['reason']}): it needs CFG; use the Z-Image CFG Guider."
             )
+            log.warning("%s: %s", NODE_NAME, notes[-1])
+
+        why = node_text.nag_blocker(model)
+        if why is not None:
+            notes.append(node_text.nag_off(why))
             log.warning("%s: %s", NODE_NAME, notes[-1])
 
         model = host_model.with_flow_shift(model, shift)

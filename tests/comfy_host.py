@@ -177,7 +177,7 @@ def pack(host):
     pack.nodes, pack.host.batched_cfg, pack.model.zimage_nag, ..."""
     import importlib
 
-    for sub in ("nodes", "host.batched_cfg", "host.cfg_guider", "host.nag_patch", "model.zimage_nag"):
+    for sub in ("nodes", "host.batched_cfg", "host.cfg_guider", "host.nag_patch", "model.zimage_nag", "model.skeleton"):
         importlib.import_module(f"{host.pack.__name__}.{sub}")
     return host.pack
 
