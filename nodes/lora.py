@@ -9,6 +9,7 @@ from comfy_api.latest import io, ui
 
 from ..core.lora_formats import LoraFileError
 from ..host import lora_patches
+from ..host.node_messages import SCHEMA_OPTIONS
 
 log = logging.getLogger("zimage_nodes")
 
@@ -62,6 +63,7 @@ class ZImageLoRA(io.ComfyNode):
                     display_name="CLIP", tooltip="The text encoder (patched if the LoRA has text-encoder keys)."
                 ),
             ],
+            **SCHEMA_OPTIONS,
         )
 
     @classmethod
