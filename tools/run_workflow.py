@@ -125,14 +125,19 @@ def check_folder(path: Path, option: str) -> None:
     if blocker is not None:
         raise UsageError(f"{option} {path} is under {blocker}, which is a file; give {option} a folder path")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".zinodes-write-check-", dir=path)
-        os.close(fd)
-        os.unlink(probe)
+        _write_probe(path)
     except OSError as e:
         raise UsageError(
             f"{option} {path} cannot be written ({e.strerror or e}); give {option} a folder you can write to"
         ) from None
+
+
+def _write_probe(folder: Path) -> None:
+    """Make the folder if needed and create and delete a file in it: OSError if that fails."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".zinodes-write-check-", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
 
 
 def check_file(path: Path, option: str) -> None:
@@ -147,10 +152,7 @@ def check_file(path: Path, option: str) -> None:
             with open(path, "ab"):
                 pass
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, probe = tempfile.mkstemp(prefix=".zinodes-write-check-", dir=path.parent)
-            os.close(fd)
-            os.unlink(probe)
+            _write_probe(path.parent)
     except OSError as e:
         raise UsageError(
             f"{option} {path} cannot be written ({e.strerror or e}); give {option} a file you can write"
