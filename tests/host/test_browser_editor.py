@@ -439,7 +439,9 @@ def test_messages_come_back_after_a_tab_switch(browser, server):
     # Set to another variant since, the loader would say something else: no stale message returns.
     browser.execute_script(
         "const node = window.comfyAPI.app.app.graph.getNodeById(arguments[0]);"
-        "node.widgets.find(w => w.name === 'variant').value = 'base';",
+        "node.widgets.find(w => w.name === 'variant').value = 'base';"
+        # as after a person's edit: the workflow's change tracker takes the new state
+        "window.comfyAPI.app.app.extensionManager.workflow?.activeWorkflow?.changeTracker?.checkState();",
         loader,
     )
     for command in ("Workspace.NextOpenedWorkflow", "Workspace.PreviousOpenedWorkflow"):
@@ -449,6 +451,11 @@ def test_messages_come_back_after_a_tab_switch(browser, server):
         browser.execute_script("return window.comfyAPI.app.app.extensionManager.workflow?.activeWorkflow?.path")
         == first
     )
+    variant = browser.execute_script(
+        "return window.comfyAPI.app.app.graph.getNodeById(arguments[0]).widgets.find(w => w.name === 'variant').value",
+        loader,
+    )
+    assert variant == "base"
     assert node_state(browser, loader)["message"] is None
 
 
