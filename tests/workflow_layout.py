@@ -20,7 +20,7 @@ The rules, and why:
 3. Notes are read by their heading at that zoom: every note starts with a Markdown heading
    (`## ...`) of at most NOTE_HEADING_CHARS characters; the body is read zoomed in.
 4. Room for messages: the nodes that show a message after a run (MESSAGE_NODES: the loader, the
-   Turbo sampler, the CFG guider, the NAG node; a new node that returns ui text joins the list)
+   Turbo sampler, the CFG guider, the NAG node, the LoRA node; a new node that returns ui text joins the list)
    have MESSAGE_ROOM units free below them, across their width, before the next node's badge
    (a node with nothing below it has unbounded room: put message nodes at a column's foot). web/js/node_messages.js grows a node only into free room (the box
    scrolls when the text needs more), so without it the message is a single scrolling line.
@@ -60,7 +60,7 @@ MAX_SCALE = 10
 NOTE_TYPES = ("MarkdownNote", "Note")
 NOTE_HEADING_CHARS = 70
 # Rule 4
-MESSAGE_NODES = ("ZINodesLoader", "ZINodesTurboSampler", "ZINodesCFGGuider", "ZINodesNAG")
+MESSAGE_NODES = ("ZINodesLoader", "ZINodesTurboSampler", "ZINodesCFGGuider", "ZINodesNAG", "ZINodesLoRA")
 MESSAGE_ROOM = 110
 # Rule 5
 SAVE_IMAGE_MIN_HEIGHT = 270

@@ -21,6 +21,7 @@ EXPECTED = {
     "z_image_base_vs_turbo.json",
     "sd_negative_prompt_cfg.json",
     "z_image_turbo_nag_negative.json",
+    "z_image_turbo_lora.json",
 }
 PACK_NODES = {
     "ZINodesLoader",
@@ -29,6 +30,7 @@ PACK_NODES = {
     "ZINodesNegativePrompt",
     "ZINodesScheduler",
     "ZINodesNAG",
+    "ZINodesLoRA",
 }
 CORE_NODES = {
     "CLIPTextEncode",
@@ -233,6 +235,18 @@ def test_turbo_text_to_image():
     )
     assert source_of(wf, by_type(wf, "VAEDecode")[0], "samples")[0] is sampler
     assert len(by_type(wf, "SaveImage")) == 1
+
+
+def test_turbo_lora():
+    wf, loader, sampler = turbo_example("z_image_turbo_lora.json")
+    (lora,) = by_type(wf, "ZINodesLoRA")
+    assert source_of(wf, lora, "model") == (loader, 0) and source_of(wf, lora, "clip") == (loader, 1)
+    assert source_of(wf, sampler, "model") == (lora, 0)
+    (positive,) = by_type(wf, "CLIPTextEncode")
+    assert source_of(wf, positive, "clip") == (lora, 1)
+    assert source_of(wf, sampler, "steps") == (loader, 3)
+    name, strength_model, strength_clip, strict = lora["widgets_values"]
+    assert name.endswith(".safetensors") and 0 < strength_model <= 1 and strict is False
 
 
 def test_turbo_nag_negative():

@@ -86,6 +86,7 @@ def place(folder, role, name):
 place("diffusion_models", "turbo", "z_image_turbo_bf16.safetensors")
 place("text_encoders", "text_encoder", "qwen_3_4b.safetensors")
 place("vae", "vae", "ae.safetensors")
+place("loras", "lora", "zimage_style_lora.safetensors")
 # Z-Image base as the diffusers repository folder the Base workflows name.
 sd = load_file(str(root / "demo" / "diffusion_models" / names["base"]))
 transformer = root / "diffusion_models" / "Z-Image" / "transformer"
@@ -103,7 +104,7 @@ save_file({{k: v.contiguous() for k, v in comfy_to_diffusers(sd).items()}},
 def start_server(models: Path, output: Path):
     """The checkout's own ComfyUI server on a free 127.0.0.1 port with this pack (and only it)
     installed through a temporary folder, the demo models as its model folders."""
-    folders = {kind: [models / kind] for kind in ("diffusion_models", "text_encoders", "vae", "checkpoints")}
+    folders = {kind: [models / kind] for kind in ("diffusion_models", "text_encoders", "vae", "checkpoints", "loras")}
     server = ComfyServer(COMFYUI, model_folders=folders, output_dir=output, cpu=True).start()
     # A first visit opens the template browser over the graph: this user has been here before.
     post_setting(server, "Comfy.TutorialCompleted", True)

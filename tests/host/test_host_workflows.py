@@ -106,7 +106,8 @@ def test_combo_and_number_values_are_allowed_by_the_definitions(host, workflow, 
         input_types = definitions.input_types(node["type"])
         values = wc.map_widget_values(node, input_types)
         for name, kind, opts, _ in wc.ordered_inputs(input_types):
-            if name not in values or node["type"] in ("ZINodesLoader", "CheckpointLoaderSimple"):
+            loader = node["type"] in ("ZINodesLoader", "CheckpointLoaderSimple")
+            if name not in values or loader or (node["type"], name) in wc.CORE_MODEL_INPUTS:
                 continue  # model file lists depend on what is installed
             value = values[name]
             options = kind if isinstance(kind, list) else opts.get("options")
@@ -179,7 +180,7 @@ def runner_server(demo_models, tmp_path_factory):
     root, _ = demo_models
     server = comfy_server.ComfyServer(
         COMFYUI,
-        model_folders={kind: [root / kind] for kind in ("diffusion_models", "text_encoders", "vae")},
+        model_folders={kind: [root / kind] for kind in ("diffusion_models", "text_encoders", "vae", "loras")},
         cpu=True,
         log_path=tmp_path_factory.getbasetemp() / "runner-server.log",
     )
