@@ -191,6 +191,30 @@ def cases(shapes: dict, sd: dict) -> list[Case]:
         ms.append(w.lora(t, f"lora_unet_{underscore(name)}", weight, offset, "lora_down.weight", "lora_up.weight", 2.0))
     out.append(Case("musubi ComfyUI conversion (fused qkv, refiner to_out_0)", "kohya-ss/musubi-tuner", t, {}, ms))
 
+    # musubi's ComfyUI conversion of a LoHa: q/k/v fused losslessly (hada_w*_a block-diagonal,
+    # hada_w*_b stacked, rank and alpha 3x); other modules keep their names.
+    t, ms = {}, []
+    for module, weight, offset in block_mods:
+        block, _, leaf = module.partition(".attention.")
+        rows, cols = _rows_cols(shapes, weight, offset)
+        if leaf in ("to_k", "to_v"):
+            continue
+        if leaf == "to_q":
+            p = f"lora_unet_{underscore(block)}_attention_qkv"
+            for w_ in ("w1", "w2"):
+                t[f"{p}.hada_{w_}_a"] = torch.block_diag(*[w.rand(rows, RANK) for _ in range(3)])
+                t[f"{p}.hada_{w_}_b"] = torch.cat([w.rand(RANK, cols) for _ in range(3)])
+            t[f"{p}.alpha"] = torch.tensor(6.0)
+            ms.append(Mod(p, weight, None, "loha", None, 6.0))
+            continue
+        name = f"{block}.attention.out" if leaf == "to_out.0" and block.startswith("layers") else module
+        p = f"lora_unet_{underscore(name)}"
+        t[f"{p}.hada_w1_a"], t[f"{p}.hada_w1_b"] = w.rand(rows, RANK), w.rand(RANK, cols)
+        t[f"{p}.hada_w2_a"], t[f"{p}.hada_w2_b"] = w.rand(rows, RANK), w.rand(RANK, cols)
+        t[f"{p}.alpha"] = torch.tensor(2.0)
+        ms.append(Mod(p, weight, offset, "loha", None, 2.0))
+    out.append(Case("musubi ComfyUI conversion, LoHa (block-diagonal qkv)", "kohya-ss/musubi-tuner", t, {}, ms))
+
     # Fused and split names in one file, dotted part names.
     t, ms = {}, []
     dim = shapes["layers.0.attention.out.weight"][0]
@@ -315,9 +339,11 @@ def delta(case: Case, mod: Mod, W: torch.Tensor, strength: float) -> torch.Tenso
     if mod.kind == "lokr":
         return strength * torch.kron(t["lokr_w1"], t["lokr_w2"])
     if mod.kind == "lokr_w2":
-        return strength * torch.kron(t["lokr_w1"], t["lokr_w2_a"] @ t["lokr_w2_b"]) * (mod.alpha / RANK)
+        rank = t["lokr_w2_b"].shape[0]
+        return strength * torch.kron(t["lokr_w1"], t["lokr_w2_a"] @ t["lokr_w2_b"]) * (mod.alpha / rank)
     if mod.kind == "loha":
-        return strength * (t["hada_w1_a"] @ t["hada_w1_b"]) * (t["hada_w2_a"] @ t["hada_w2_b"]) * (mod.alpha / RANK)
+        rank = t["hada_w1_b"].shape[0]
+        return strength * (t["hada_w1_a"] @ t["hada_w1_b"]) * (t["hada_w2_a"] @ t["hada_w2_b"]) * (mod.alpha / rank)
     up = pick("lora_B.weight", "lora_up.weight", "lora.up.weight", "lora_B.default.weight")
     down = pick("lora_A.weight", "lora_down.weight", "lora.down.weight", "lora_A.default.weight")
     rank = down.shape[0]

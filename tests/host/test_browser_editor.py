@@ -442,6 +442,27 @@ def test_messages_come_back_after_a_tab_switch(browser, server):
     print("after the tab switch the loader shows:", state)
     assert state["visible"] and state["message"].startswith("Z-Image-Turbo:"), state
     check_layout(browser.execute_script(GEOMETRY), "after the tab switch")
+    # Set to another variant since, the loader would say something else: no stale message returns.
+    browser.execute_script(
+        "const node = window.comfyAPI.app.app.graph.getNodeById(arguments[0]);"
+        "node.widgets.find(w => w.name === 'variant').value = 'base';"
+        # as after a person's edit: the workflow's change tracker takes the new state
+        "window.comfyAPI.app.app.extensionManager.workflow?.activeWorkflow?.changeTracker?.checkState();",
+        loader,
+    )
+    for command in ("Workspace.NextOpenedWorkflow", "Workspace.PreviousOpenedWorkflow"):
+        browser.execute_script(f"window.comfyAPI.app.app.extensionManager.command.execute('{command}')")
+        time.sleep(1.5)
+    assert (
+        browser.execute_script("return window.comfyAPI.app.app.extensionManager.workflow?.activeWorkflow?.path")
+        == first
+    )
+    variant = browser.execute_script(
+        "return window.comfyAPI.app.app.graph.getNodeById(arguments[0]).widgets.find(w => w.name === 'variant').value",
+        loader,
+    )
+    assert variant == "base"
+    assert node_state(browser, loader)["message"] is None
 
 
 def test_a_cached_loader_still_says_what_it_loaded(browser, server):

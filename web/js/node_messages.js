@@ -83,13 +83,17 @@ function inputSignature(node) {
 function remember(node, text) {
   const signature = inputSignature(node);
   if (signature && text) {
-    const byInputs = store[BY_INPUTS] ?? {};
+    const byInputs = { ...(store[BY_INPUTS] ?? {}) };
+    delete byInputs[signature];
+    byInputs[signature] = text;
+    const names = Object.keys(byInputs);
+    for (const old of names.slice(0, Math.max(0, names.length - KEPT_WORKFLOWS))) delete byInputs[old];
     delete store[BY_INPUTS];
-    store[BY_INPUTS] = { ...byInputs, [signature]: text };
+    store[BY_INPUTS] = byInputs;
   }
   const key = workflowKey();
   const messages = { ...(store[key] ?? {}) };
-  if (text) messages[String(node.id)] = { type: node.type, text };
+  if (text) messages[String(node.id)] = { type: node.type, signature, text };
   else delete messages[String(node.id)];
   delete store[key]; // re-inserted last: the most recently used workflows are kept
   store[key] = messages;
@@ -98,7 +102,10 @@ function remember(node, text) {
 
 function recalled(node) {
   const kept = store[workflowKey()]?.[String(node.id)];
-  if (kept && kept.type === node.type) return kept.text;
+  if (kept && kept.type === node.type) {
+    // A loader whose files were changed since would say something else: nothing is shown.
+    return kept.signature && kept.signature !== inputSignature(node) ? "" : kept.text;
+  }
   return messageOf(app.nodeOutputs?.[String(node.id)]);
 }
 
