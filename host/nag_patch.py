@@ -7,7 +7,7 @@ surface). On each model call the wrapper decides:
 * NAG off for this call (sigma below nag_sigma_end, neutral settings, only negative-branch rows):
   the host's forward runs untouched;
 * otherwise the rows of the positive branch (`cond_or_uncond` 0) run through
-  zimage_nag.nag_forward (one forward, image stream computed once), and rows of a CFG negative
+  the skeleton forward with zimage_nag's layout (one forward, image stream computed once), and rows of a CFG negative
   branch, if ComfyUI batched them in, run plain: with real CFG, NAG guides the positive branch
   only, as the authors' NAGCFGGuider does.
 
@@ -28,7 +28,7 @@ import comfy.patcher_extension as pe
 import torch
 
 from ..core.nag import NagParams
-from ..model import zimage_batched, zimage_nag
+from ..model import skeleton, zimage_batched, zimage_nag
 from ..model.forward_guard import ForwardGuard
 from . import host_model
 
@@ -121,15 +121,13 @@ class NagPatch:
         pos_ctx = [context[r] for r in pos_rows]
         neg_ctx = [negative[(r % per) % negative.shape[0]] for r in pos_rows]
         p = self.params
+        # The skeleton forward laid out for NAG (blocker() checked what nag_forward would check).
+        layout = zimage_nag.NagLayout(neg_ctx, p.scale, p.tau, p.alpha, self.attention)
         if not other_rows:
-            return zimage_nag.nag_forward(
-                dm, x, timesteps, pos_ctx, neg_ctx, p.scale, p.tau, p.alpha, inner, self.attention
-            )
+            return skeleton.forward(dm, x, timesteps, pos_ctx, layout, dict(inner))
         out = torch.empty_like(x)
         rows = torch.tensor(pos_rows, device=x.device)
-        out[rows] = zimage_nag.nag_forward(
-            dm, x[rows], timesteps[rows], pos_ctx, neg_ctx, p.scale, p.tau, p.alpha, inner, self.attention
-        ).to(out.dtype)
+        out[rows] = skeleton.forward(dm, x[rows], timesteps[rows], pos_ctx, layout, dict(inner)).to(out.dtype)
         # A CFG negative that ComfyUI batched in with the positive (same caption length): plain.
         rows = torch.tensor(other_rows, device=x.device)
         out[rows] = zimage_batched.batched_forward(

@@ -355,7 +355,8 @@ def _forward(dm, x, timesteps, captions, layout, transformer_options):
                     "transformer_options": options,
                 }
             )
-            img_rows.put(seq, out["img"] if "img" in out else img_now)
+            if "img" in out or not img_rows.uniform:  # a view was written in place already
+                img_rows.put(seq, out["img"] if "img" in out else img_now)
             if "txt" in out:
                 _put_captions(seq, joint, out["txt"])
     layout.finish(dm)

@@ -10,6 +10,7 @@ from comfy_api.latest import io, ui
 from ..core.variants import BASE
 from ..host import host_model, node_text
 from ..host.cfg_guider import NODE_NAME, ZImageGuider
+from ..host.node_messages import SCHEMA_OPTIONS
 
 log = logging.getLogger("zimage_nodes")
 
@@ -66,6 +67,7 @@ class ZImageCFGGuider(io.ComfyNode):
                 ),
             ],
             outputs=[io.Guider.Output(tooltip="Guider for SamplerCustomAdvanced.")],
+            **SCHEMA_OPTIONS,
         )
 
     @classmethod

@@ -12,6 +12,7 @@ from ..core.model_configs import QWEN3_4B_HIDDEN
 from ..core.variants import BASE, CHOICES, TURBO, detect_variant
 from ..host import host_model
 from ..host.model_choices import inspect_choice, model_choices, resolve_model_path
+from ..host.node_messages import SCHEMA_OPTIONS
 
 log = logging.getLogger("zimage_nodes")
 
@@ -31,6 +32,8 @@ class ZImageLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input(
                     "diffusion_model",
+                    # "diffusion_model" is cut to "diffusion_ ..." beside a file name at the node's width.
+                    display_name="model",
                     options=model_choices(),
                     tooltip=(
                         "Z-Image DiT: a file from models/diffusion_models, a diffusers folder found there, or a "
@@ -71,6 +74,7 @@ class ZImageLoader(io.ComfyNode):
                 io.Int.Output(display_name="steps", tooltip="Recommended steps for the detected variant."),
                 io.Float.Output(display_name="cfg", tooltip="Recommended cfg (ComfyUI convention) for the variant."),
             ],
+            **SCHEMA_OPTIONS,
         )
 
     @classmethod

@@ -8,6 +8,7 @@ from comfy_api.latest import io, ui
 from ..core.nag import DEFAULTS, NagParams
 from ..host import node_text
 from ..host.nag_patch import apply_nag
+from ..host.node_messages import SCHEMA_OPTIONS
 
 
 class ZImageNAG(io.ComfyNode):
@@ -15,10 +16,13 @@ class ZImageNAG(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="ZINodesNAG",
-            display_name="Z-Image NAG (negative without CFG)",
+            display_name="Z-Image NAG (negative prompt for Z-Image)",
             category="Z-Image",
             description=(
-                "Normalized attention guidance for Z-Image: makes a negative prompt act on Z-Image-Turbo at cfg 1. "
+                "The negative prompt for Z-Image (Turbo and base): makes a negative act on Z-Image-Turbo at cfg 1. "
+                "This pack's own Normalized Attention Guidance, written for Z-Image's NextDiT; ComfyUI's core "
+                "'Normalized Attention Guidance' node patches other model families' attention and has no effect on "
+                "Z-Image. "
                 "In every main transformer layer the image attends once to the positive and once to the negative "
                 "caption, and the two attention outputs are combined; the image itself still runs once per step, "
                 "so a step costs one forward plus the negative caption and one extra attention pass (CFG costs two "
@@ -73,6 +77,7 @@ class ZImageNAG(io.ComfyNode):
                 ),
             ],
             outputs=[io.Model.Output(tooltip="The model with NAG; sample it at cfg 1 (e.g. Z-Image Turbo Sampler).")],
+            **SCHEMA_OPTIONS,
         )
 
     @classmethod

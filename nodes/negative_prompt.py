@@ -21,7 +21,8 @@ class ZImageNegativePrompt(io.ComfyNode):
                 "Builds a negative prompt from standard phrase categories plus free text. For classic Stable "
                 "Diffusion (CLIP) it writes emphasis like (worst quality:1.4); for Z-Image it writes plain phrases "
                 "in priority order, because Z-Image's text encoder would read the emphasis as literal text. "
-                "Negative prompts only act through CFG: Z-Image base or SD with a cfg > 1, never Z-Image-Turbo."
+                "Wire the result into a text encode, then into a CFG guider (Z-Image base, or SD with cfg > 1) or into "
+                "the Z-Image NAG node (Z-Image-Turbo at cfg 1). A Turbo sampler's own negative input is ignored."
             ),
             inputs=[
                 io.Combo.Input(

@@ -23,6 +23,7 @@ from ..core.variants import TURBO
 from ..host import host_model, node_text
 from ..host.finite_watch import FiniteWatch
 from ..host.host_model import turbo_sigmas
+from ..host.node_messages import SCHEMA_OPTIONS
 
 log = logging.getLogger("zimage_nodes")
 
@@ -92,6 +93,7 @@ class ZImageTurboSampler(io.ComfyNode):
                 ),
             ],
             outputs=[io.Latent.Output(display_name="LATENT", tooltip="The denoised latent; wire into VAE Decode.")],
+            **SCHEMA_OPTIONS,
         )
 
     @classmethod

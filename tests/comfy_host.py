@@ -19,7 +19,7 @@ from zimage_nodes.tools import comfy_server as cs
 from zimage_nodes.tools import headless
 
 COMFYUI, HOW = headless.find_comfyui()
-MODEL_KINDS = ("diffusion_models", "text_encoders", "vae", "checkpoints")
+MODEL_KINDS = ("diffusion_models", "text_encoders", "vae", "checkpoints", "loras")
 PROBE = Path(__file__).resolve().parent / "server_probe"
 REQUIRE_HOST = os.environ.get("ZIMAGE_REQUIRE_HOST") == "1"
 RUNNER = headless.PACK_DIR / "tools" / "run_workflow.py"

@@ -29,6 +29,7 @@ NAMES = {
     "base": "zimage_demo_base.safetensors",
     "text_encoder": "zimage_demo_qwen3.safetensors",
     "vae": "zimage_demo_flux_vae.safetensors",
+    "lora": "zimage_demo_lora.safetensors",
 }
 
 
@@ -115,6 +116,26 @@ def flux_vae_state_dict(seed: int = 2, dtype=torch.bfloat16) -> dict:
     return dict(random_tensors(shapes, seed, scale=0.02, dtype=dtype))
 
 
+def lora_state_dict(seed: int = 3, rank: int = 4, **size) -> dict:
+    """A rank-4 LoRA of the demo DiT in ai-toolkit's layout (diffusers module names, lora_A/lora_B,
+    split q/k/v of the fused qkv), on every attention and feed-forward layer."""
+    shapes = {}
+    for key, (rows, cols) in ((k, s) for k, s in dit_shapes(**size).items() if len(s) == 2):
+        module = key[: -len(".weight")]
+        if module.endswith(".attention.qkv"):
+            for q in ("to_q", "to_k", "to_v"):
+                shapes[f"{module[:-4]}.{q}"] = (rows // 3, cols)
+        elif module.endswith(".attention.out"):
+            shapes[module[:-4] + ".to_out.0"] = (rows, cols)
+        elif ".feed_forward." in module:
+            shapes[module] = (rows, cols)
+    parts = {}
+    for module, (rows, cols) in shapes.items():
+        parts[f"diffusion_model.{module}.lora_A.weight"] = (rank, cols)
+        parts[f"diffusion_model.{module}.lora_B.weight"] = (rows, rank)
+    return dict(random_tensors(parts, seed, scale=0.05))
+
+
 def save_header_only(path, shapes: dict, dtype: str = "BF16", metadata: dict | None = None) -> int:
     """A valid safetensors file whose data section is a hole: header written, file extended with
     truncate(). Sparse on any common filesystem, so a 12 GB model costs no disk (for inspection
@@ -149,7 +170,7 @@ def save(path: Path, sd: dict, metadata: dict | None = None) -> Path:
 
 
 def write_demo_models(models_dir: str | Path) -> dict:
-    """Write the demo DiTs (turbo and base), text encoder and VAE under models_dir in ComfyUI's
+    """Write the demo DiTs (turbo and base), text encoder, VAE and LoRA under models_dir in ComfyUI's
     folder layout; returns {role: file name}. Existing files are reused."""
     models_dir = Path(models_dir)
     note = {"zimage.demo": "random weights: images are noise"}
@@ -164,6 +185,7 @@ def write_demo_models(models_dir: str | Path) -> dict:
         ),
         ("text_encoders", NAMES["text_encoder"]): lambda: (text_encoder_state_dict(), note),
         ("vae", NAMES["vae"]): lambda: (flux_vae_state_dict(), note),
+        ("loras", NAMES["lora"]): lambda: (lora_state_dict(), note),
     }
     for (folder, name), make in jobs.items():
         path = models_dir / folder / name

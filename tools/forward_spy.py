@@ -112,7 +112,7 @@ class GuiderStepSpy:
 class NagCallSpy:
     """What the Z-Image NAG patch did on each model call while active: (sigma, "nag" | "off" |
     "fallback") in `history`, totals in `counts`. Wraps the patch class of the pack's
-    host/nag_patch.py and the NAG forward it calls (pass that module, as the host loaded it)."""
+    host/nag_patch.py and the NAG layout's join (pass that module, as the host loaded it)."""
 
     def __init__(self, nag_patch):
         self.module = nag_patch
@@ -129,9 +129,9 @@ class NagCallSpy:
     def __enter__(self):
         import torch
 
-        cls, forwards = self.module.NagPatch, self.module.zimage_nag
-        saved = (cls.__call__, cls._fallback, forwards.nag_forward)
-        call, fallback, nag_forward = saved
+        cls, layout = self.module.NagPatch, self.module.zimage_nag.NagLayout
+        saved = (cls.__call__, cls._fallback, layout.join)
+        call, fallback, join = saved
         seen: list[str] = []
 
         def spy_call(patch, executor, x, timesteps, *args, **kwargs):
@@ -147,17 +147,17 @@ class NagCallSpy:
             seen.append("fallback")
             return fallback(patch, *args, **kwargs)
 
-        def spy_nag_forward(*args, **kwargs):
+        def spy_join(*args, **kwargs):
             seen.append("nag")
-            return nag_forward(*args, **kwargs)
+            return join(*args, **kwargs)
 
-        cls.__call__, cls._fallback, forwards.nag_forward = spy_call, spy_fallback, spy_nag_forward
+        cls.__call__, cls._fallback, layout.join = spy_call, spy_fallback, spy_join
         self._saved = saved
         return self
 
     def __exit__(self, *exc):
         if self._saved is not None:
             cls = self.module.NagPatch
-            cls.__call__, cls._fallback, self.module.zimage_nag.nag_forward = self._saved
+            cls.__call__, cls._fallback, self.module.zimage_nag.NagLayout.join = self._saved
             self._saved = None
         return False

@@ -56,7 +56,7 @@ from pathlib import Path
 
 PACK_DIR = Path(__file__).resolve().parent.parent
 PACKAGE = "zimage_nodes"
-DEMO_KINDS = ("diffusion_models", "text_encoders", "vae")
+DEMO_KINDS = ("diffusion_models", "text_encoders", "vae", "loras")
 
 
 SITE = PACK_DIR / "tools" / "site"  # `import zimage_nodes` (the pack) from here
@@ -125,14 +125,19 @@ def check_folder(path: Path, option: str) -> None:
     if blocker is not None:
         raise UsageError(f"{option} {path} is under {blocker}, which is a file; give {option} a folder path")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".zinodes-write-check-", dir=path)
-        os.close(fd)
-        os.unlink(probe)
+        _write_probe(path)
     except OSError as e:
         raise UsageError(
             f"{option} {path} cannot be written ({e.strerror or e}); give {option} a folder you can write to"
         ) from None
+
+
+def _write_probe(folder: Path) -> None:
+    """Make the folder if needed and create and delete a file in it: OSError if that fails."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".zinodes-write-check-", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
 
 
 def check_file(path: Path, option: str) -> None:
@@ -147,10 +152,7 @@ def check_file(path: Path, option: str) -> None:
             with open(path, "ab"):
                 pass
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, probe = tempfile.mkstemp(prefix=".zinodes-write-check-", dir=path.parent)
-            os.close(fd)
-            os.unlink(probe)
+            _write_probe(path.parent)
     except OSError as e:
         raise UsageError(
             f"{option} {path} cannot be written ({e.strerror or e}); give {option} a file you can write"
@@ -219,6 +221,7 @@ def demo_roles():
         ("base", "diffusion_models"),
         ("text_encoder", "text_encoders"),
         ("vae", "vae"),
+        ("lora", "loras"),
     ]
 
 
@@ -801,7 +804,7 @@ def declared_dirs(data: dict, wc) -> set[str]:
 def setup_demo_prompt(wc, prompt: dict, data: dict, job: Job, validate_only: bool, remote: bool) -> bool:
     """Point the Z-Image Loaders at the demo files. Other loaders' files cannot be stood in for: an
     error, or empty placeholders in the embedded server when only validating (returns True then)."""
-    others = wc.model_file_inputs(prompt, data)
+    others = [o for o in wc.model_file_inputs(prompt, data) if (o["class_type"], o["input"]) not in wc.DEMO_STANDINS]
     if others and (not validate_only or remote):
         lines = "\n".join(f"  node {o['node_id']} ({o['class_type']}).{o['input']} = {o['name']!r}" for o in others)
         how = "" if remote else ", or add --validate-only to check the graph without running it"

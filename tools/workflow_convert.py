@@ -59,6 +59,7 @@ CORE_MODEL_INPUTS = {
     ("VAELoader", "vae_name"): "vae",
     ("LoraLoader", "lora_name"): "loras",
     ("LoraLoaderModelOnly", "lora_name"): "loras",
+    ("ZINodesLoRA", "lora_name"): "loras",  # the pack's LoRA node
     ("ControlNetLoader", "control_net_name"): "controlnet",
     ("UpscaleModelLoader", "model_name"): "upscale_models",
     ("CLIPVisionLoader", "clip_name"): "clip_vision",
@@ -66,6 +67,8 @@ CORE_MODEL_INPUTS = {
 }
 MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
 ZIMAGE_LOADER = "ZINodesLoader"
+# Inputs of other pack nodes that --demo-weights stands in for: (class_type, input) -> demo role.
+DEMO_STANDINS = {("ZINodesLoRA", "lora_name"): "lora"}
 
 
 class ConversionError(ValueError):
@@ -564,7 +567,8 @@ def demo_variant(variant: str, model_name: str) -> str:
 
 
 def use_demo_models(prompt: dict, names: dict) -> list[str]:
-    """Point every Z-Image Loader at the demo files (names from demo_weights.write_demo_models)."""
+    """Point every Z-Image Loader (and every input in DEMO_STANDINS, e.g. the LoRA node's file) at the
+    demo files (names from demo_weights.write_demo_models)."""
     done = []
     for node_id, entry in prompt.items():
         if entry.get("class_type") != ZIMAGE_LOADER:
@@ -576,6 +580,12 @@ def use_demo_models(prompt: dict, names: dict) -> list[str]:
         inputs["text_encoder"] = names["text_encoder"]
         inputs["vae"] = names["vae"]
         done.append(f"node {node_id} ({ZIMAGE_LOADER}): {before!r} -> demo {which} model {names[which]!r}")
+    for node_id, entry in prompt.items():
+        for (class_type, name), role in DEMO_STANDINS.items():
+            if entry.get("class_type") == class_type and role in names and name in entry["inputs"]:
+                before = entry["inputs"][name]
+                entry["inputs"][name] = names[role]
+                done.append(f"node {node_id} ({class_type}): {before!r} -> demo {role} {names[role]!r}")
     return done
 
 

@@ -21,6 +21,8 @@ EXPECTED = {
     "z_image_base_vs_turbo.json",
     "sd_negative_prompt_cfg.json",
     "z_image_turbo_nag_negative.json",
+    "z_image_turbo_controlnet_nag.json",
+    "z_image_turbo_lora.json",
 }
 PACK_NODES = {
     "ZINodesLoader",
@@ -29,6 +31,7 @@ PACK_NODES = {
     "ZINodesNegativePrompt",
     "ZINodesScheduler",
     "ZINodesNAG",
+    "ZINodesLoRA",
 }
 CORE_NODES = {
     "CLIPTextEncode",
@@ -41,10 +44,14 @@ CORE_NODES = {
     "KSamplerSelect",
     "BasicScheduler",
     "CheckpointLoaderSimple",
+    # The Z-Image Fun ControlNet, as ComfyUI applies it.
+    "ModelPatchLoader",
+    "ZImageFunControlnet",
+    "LoadImage",
 }
 FRONTEND_NODES = {"MarkdownNote", "Note", "PrimitiveNode"}
-LOADERS = {"ZINodesLoader", "CheckpointLoaderSimple"}
-MODEL_DIRECTORIES = {"diffusion_models", "text_encoders", "vae", "checkpoints"}
+LOADERS = {"ZINodesLoader", "CheckpointLoaderSimple", "ModelPatchLoader"}
+MODEL_DIRECTORIES = {"diffusion_models", "text_encoders", "vae", "checkpoints", "model_patches"}
 # What the editor's "Missing Models" dialog can download (ComfyUI frontend 1.35 and 1.49).
 DOWNLOADABLE_SUFFIXES = (".safetensors", ".sft")
 DOWNLOAD_SOURCES = ("https://huggingface.co/", "https://civitai.com/")
@@ -54,6 +61,7 @@ OFFICIAL_URLS = {
     "ae.safetensors": "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/vae/ae.safetensors",
     "Z-Image/": "https://huggingface.co/Tongyi-MAI/Z-Image",
     "v1-5-pruned-emaonly-fp16.safetensors": "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/v1-5-pruned-emaonly-fp16.safetensors",
+    "Z-Image-Turbo-Fun-Controlnet-Union.safetensors": "https://huggingface.co/alibaba-pai/Z-Image-Turbo-Fun-Controlnet-Union/resolve/main/Z-Image-Turbo-Fun-Controlnet-Union.safetensors",
 }
 
 
@@ -235,6 +243,18 @@ def test_turbo_text_to_image():
     assert len(by_type(wf, "SaveImage")) == 1
 
 
+def test_turbo_lora():
+    wf, loader, sampler = turbo_example("z_image_turbo_lora.json")
+    (lora,) = by_type(wf, "ZINodesLoRA")
+    assert source_of(wf, lora, "model") == (loader, 0) and source_of(wf, lora, "clip") == (loader, 1)
+    assert source_of(wf, sampler, "model") == (lora, 0)
+    (positive,) = by_type(wf, "CLIPTextEncode")
+    assert source_of(wf, positive, "clip") == (lora, 1)
+    assert source_of(wf, sampler, "steps") == (loader, 3)
+    name, strength_model, strength_clip, strict = lora["widgets_values"]
+    assert name.endswith(".safetensors") and 0 < strength_model <= 1 and strict is False
+
+
 def test_turbo_nag_negative():
     wf, loader, sampler = turbo_example("z_image_turbo_nag_negative.json")
     (nag,) = by_type(wf, "ZINodesNAG")
@@ -247,6 +267,25 @@ def test_turbo_nag_negative():
     assert source_of(wf, sampler, "steps") == (loader, 3)
     scale, tau, alpha, sigma_end = nag["widgets_values"]
     assert scale > 1.0 and tau >= 1.0 and 0.0 < alpha <= 1.0 and 0.0 <= sigma_end < 1.0
+    _, _, steps, sampler_name, shift, _ = sampler["widgets_values"]
+    assert (steps, sampler_name, shift) == (8, "euler", 3.0)
+
+
+def test_turbo_controlnet_nag():
+    wf, loader, sampler = turbo_example("z_image_turbo_controlnet_nag.json")
+    (control,) = by_type(wf, "ZImageFunControlnet")
+    (nag,) = by_type(wf, "ZINodesNAG")
+    # loader -> ComfyUI's Fun ControlNet -> NAG -> Turbo sampler: the control and the negative on one model.
+    assert source_of(wf, control, "model") == (loader, 0)
+    assert source_of(wf, control, "vae") == (loader, 2)
+    assert source_of(wf, control, "model_patch")[0]["type"] == "ModelPatchLoader"
+    assert source_of(wf, control, "image")[0] is by_title(wf, "Control image")
+    assert source_of(wf, nag, "model") == (control, 0)
+    assert source_of(wf, nag, "negative")[0] is by_title(wf, "Negative (NAG)")
+    assert source_of(wf, sampler, "model") == (nag, 0)
+    assert source_of(wf, sampler, "positive")[0] is by_title(wf, "Positive")
+    assert next(i for i in sampler["inputs"] if i["name"] == "negative")["link"] is None
+    assert source_of(wf, sampler, "steps") == (loader, 3)
     _, _, steps, sampler_name, shift, _ = sampler["widgets_values"]
     assert (steps, sampler_name, shift) == (8, "euler", 3.0)
 
@@ -309,14 +348,36 @@ def test_sd_negative_prompt_with_cfg_guider():
 
 # -- what a person sees in the editor -------------------------------------------------------------
 
-# The editor as ComfyUI's frontend (1.35.9 and 1.49.6) lays it out in a 1440x900 window: the canvas
-# fills the window; the icon sidebar covers its left 60 px, the tab bar and the floating workflow
-# and Run toolbars its top 95 px (measured in Chromium, tests/host/test_browser_editor.py).
-WINDOW = (1440, 900)
-FREE_AREA = (70, 100, WINDOW[0], WINDOW[1])
-# Below 8 px on screen the editor stops drawing text (LiteGraph's low-quality mode, the
-# frontend's default "minimum font size for LOD"); node titles are 14 px: scale 0.57 and up draws.
-READABLE_SCALE = 0.6
+
+def test_follows_the_layout_rules(workflow):
+    # tests/workflow_layout.py's docstring lists the rules (fitted zoom, saved view, note heading,
+    # room for messages, SaveImage height, no overlaps); every example must follow all of them.
+    assert layout.layout_problems(workflow) == []
+
+
+def test_text_threshold_is_the_frontends():
+    # LGraphCanvas.updateLowQualityThreshold: MinFontSizeForLOD 8 / NODE_TEXT_SIZE 14.
+    assert layout.TEXT_ZOOM_THRESHOLD == pytest.approx(0.5714, abs=1e-4)
+    assert layout.TEXT_ZOOM_THRESHOLD < layout.READABLE_ZOOM
+
+
+def test_fitted_view_is_the_frontends_fit():
+    # Two nodes spanning 600 x 500 units (title bars included) at 1366x768: the height limits,
+    # 0.75 * 768 / (500 + 2 * 10), and the bounds' centre lands on the window's centre.
+    nodes = [{"pos": [0, 30], "size": [100, 100]}, {"pos": [500, 400], "size": [100, 100]}]
+    view = layout.fitted_view(nodes, (1366, 768))
+    assert view["scale"] == pytest.approx(0.75 * 768 / 520)
+    centre = layout.to_screen((300, 250), view)
+    assert centre == pytest.approx((683, 384))
+
+
+def test_message_room_is_measured_across_the_nodes_width():
+    loader = {"id": 1, "type": "ZINodesLoader", "pos": [0, 0], "size": [300, 200]}
+    below = {"id": 2, "type": "X", "pos": [100, 200 + 50 + 54], "size": [100, 100]}
+    beside = {"id": 3, "type": "X", "pos": [400, 210], "size": [100, 100]}
+    assert layout.message_room(loader, [loader, below, beside]) == 50
+    assert layout.message_room(loader, [loader, beside]) == float("inf")
+    assert layout.message_room_problems({"nodes": [loader, below, beside]})
 
 
 def notes_of(wf):
@@ -325,20 +386,6 @@ def notes_of(wf):
 
 def note_text(wf):
     return "\n".join(str(v) for n in notes_of(wf) for v in n["widgets_values"])
-
-
-def on_screen(node, ds):
-    x0, y0, x1, y1 = layout.node_box(node)
-    return layout.to_screen((x0, y0), ds) + layout.to_screen((x1, y1), ds)
-
-
-def test_saved_view_shows_the_note_and_the_loaders_readably(workflow):
-    ds = workflow["extra"]["ds"]
-    assert ds["scale"] >= READABLE_SCALE, "at this zoom the editor draws no text"
-    left, top, right, bottom = FREE_AREA
-    for node in notes_of(workflow) + [n for n in workflow["nodes"] if n["type"] in LOADERS]:
-        x0, y0, x1, y1 = on_screen(node, ds)
-        assert left <= x0 and top <= y0 and x1 <= right and y1 <= bottom, (node["type"], (x0, y0, x1, y1))
 
 
 def test_nodes_and_group_titles_do_not_overlap(workflow):

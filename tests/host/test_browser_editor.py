@@ -35,7 +35,8 @@ WORKFLOW_DIR = PACK_DIR / "example_workflows"
 WORKFLOWS = sorted(p.stem for p in WORKFLOW_DIR.glob("*.json"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-VIEWPORT = (1440, 900)  # a common laptop screen
+VIEWPORT = workflow_layout.SMALL_WINDOW  # the smallest common laptop screen
+SIZES = {"1366x768": workflow_layout.SMALL_WINDOW, "1920x1080": workflow_layout.LARGE_WINDOW}
 SHOTS = os.environ.get("ZINODES_BROWSER_SHOTS")
 
 COMFYUI, HOW = headless.find_comfyui()
@@ -85,15 +86,18 @@ def place(folder, role, name):
 place("diffusion_models", "turbo", "z_image_turbo_bf16.safetensors")
 place("text_encoders", "text_encoder", "qwen_3_4b.safetensors")
 place("vae", "vae", "ae.safetensors")
+place("loras", "lora", "zimage_style_lora.safetensors")
 # Z-Image base as the diffusers repository folder the Base workflows name.
 sd = load_file(str(root / "demo" / "diffusion_models" / names["base"]))
 transformer = root / "diffusion_models" / "Z-Image" / "transformer"
 transformer.mkdir(parents=True, exist_ok=True)
 save_file({{k: v.contiguous() for k, v in comfy_to_diffusers(sd).items()}},
           str(transformer / "diffusion_pytorch_model.safetensors"), metadata={{"modelspec.title": "Z-Image base demo"}})
-# The SD 1.5 example is only opened, never run: an empty file with its name is enough.
+# The SD 1.5 and ControlNet examples are only opened, never run: an empty file with the name is enough.
 (root / "checkpoints").mkdir(exist_ok=True)
 (root / "checkpoints" / "v1-5-pruned-emaonly-fp16.safetensors").touch()
+(root / "model_patches").mkdir(exist_ok=True)
+(root / "model_patches" / "Z-Image-Turbo-Fun-Controlnet-Union.safetensors").touch()
 """
     subprocess.run([sys.executable, "-c", script], check=True, cwd=str(COMFYUI), timeout=600)
     return root
@@ -102,8 +106,11 @@ save_file({{k: v.contiguous() for k, v in comfy_to_diffusers(sd).items()}},
 def start_server(models: Path, output: Path):
     """The checkout's own ComfyUI server on a free 127.0.0.1 port with this pack (and only it)
     installed through a temporary folder, the demo models as its model folders."""
-    folders = {kind: [models / kind] for kind in ("diffusion_models", "text_encoders", "vae", "checkpoints")}
+    kinds = ("diffusion_models", "text_encoders", "vae", "checkpoints", "loras", "model_patches")
+    folders = {kind: [models / kind] for kind in kinds}
     server = ComfyServer(COMFYUI, model_folders=folders, output_dir=output, cpu=True).start()
+    # The ControlNet example's control image: ComfyUI's own example picture, in this server's input folder.
+    shutil.copy(COMFYUI / "input" / "example.png", server.input_directory / "example.png")
     # A first visit opens the template browser over the graph: this user has been here before.
     post_setting(server, "Comfy.TutorialCompleted", True)
     return server
@@ -160,6 +167,13 @@ def start_browser(url: str, profile: Path):
             "return !!window.comfyAPI.app.app.extensions?.some(e => e.name === 'ZImageNodes.NodeMessages')",
             60,
         )
+        # The editor then opens its start graph (restored or default) on its own; a workflow opened
+        # before that would be replaced by it.
+        try:
+            wait_for(driver, "return window.comfyAPI.app.app.graph._nodes.length > 0", 30)
+        except AssertionError:
+            pass  # an empty start graph
+        time.sleep(1.0)
     except Exception:
         driver.quit()
         raise
@@ -211,9 +225,21 @@ def close_dialogs(driver):
     time.sleep(0.5)
 
 
-def open_workflow(driver, server, name):
-    """Open an example as the template browser does: fetch it from the pack's template route and
-    hand it to the app's loader (missing-model check and saved view included)."""
+def set_viewport(driver, size):
+    """Resize the page as a person resizing the window would (the canvas follows)."""
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": size[0], "height": size[1], "deviceScaleFactor": 1, "mobile": False},
+    )
+    driver.execute_script("window.dispatchEvent(new Event('resize'))")
+    time.sleep(0.5)
+
+
+def open_workflow(driver, server, name, how="template"):
+    """Open an example as a person does: `template` as the templates panel does (fetched from the
+    pack's template route, handed to the app's loader with openSource 'template': frontend 1.49
+    then fits the graph to the window), `file` as File > Open does (the file handed to the app's
+    file handler: the saved view)."""
     templates = driver.execute_async_script(
         "const done = arguments[0]; fetch('/api/workflow_templates').then(r => r.json()).then(done)"
     )
@@ -222,13 +248,23 @@ def open_workflow(driver, server, name):
     module = modules[0]
     driver.execute_async_script(
         """
-        const [module, name, done] = arguments;
+        const [module, name, how, done] = arguments;
         const app = window.comfyAPI.app.app;
         fetch(`/api/workflow_templates/${module}/${name}.json`).then(r => r.json())
-          .then(data => app.loadGraphData(data, true, true, name)).then(() => done(true));
+          .then(data => how === 'template'
+            ? app.loadGraphData(data, true, true, name, {openSource: 'template'})
+            : app.handleFile(new File([JSON.stringify(data)], `${name}.json`, {type: 'application/json'})))
+          .then(() => done(true));
         """,
         module,
         name,
+        how,
+    )
+    wait_for(
+        driver,
+        "return window.comfyAPI.app.app.graph._nodes.length === arguments[0]",
+        30,
+        len(json.loads((WORKFLOW_DIR / f"{name}.json").read_text(encoding="utf-8"))["nodes"]),
     )
     time.sleep(1.5)  # dialogs open asynchronously after the graph is configured
 
@@ -262,35 +298,39 @@ def in_view(rect, viewport):
     return left <= x0 and top <= y0 and x1 <= right and y1 <= bottom
 
 
+def check_layout(geo, what):
+    """As the editor computed the sizes (it grows nodes to fit their widgets): no overlaps."""
+    assert workflow_layout.overlapping_nodes(geo["nodes"]) == [], what
+    assert workflow_layout.group_title_clashes(geo["nodes"], geo["groups"]) == [], what
+
+
+@pytest.mark.parametrize("how", ["template", "file"])
+@pytest.mark.parametrize("size", list(SIZES))
 @pytest.mark.parametrize("name", WORKFLOWS)
-def test_workflow_opens_clean_with_its_note_in_view(browser, server, name):
+def test_workflow_opens_readable(browser, server, name, size, how):
+    set_viewport(browser, SIZES[size])
     try:
-        open_workflow(browser, server, name)
-        shot(browser, f"open_{name}")
+        open_workflow(browser, server, name, how)
+        shot(browser, f"open_{how}_{size}_{name}")
         dialogs = browser.execute_script(VISIBLE_DIALOGS)
         assert dialogs == [], f"{name} opened a dialog: {dialogs}"
         assert browser.execute_script(ERROR_TOASTS) == []
+        close_dialogs(browser)
+        geo = browser.execute_script(GEOMETRY)
     finally:
         close_dialogs(browser)
-    geo = browser.execute_script(GEOMETRY)
-    print(f"{name}: frontend {geo['frontend']}, saved view: scale {geo['scale']:.2f}, offset {geo['offset']}")
-    assert not geo["lowQuality"], f"{name}: at the saved view ({geo['scale']:.2f}) the editor draws no text"
+        set_viewport(browser, VIEWPORT)
+    fitted = workflow_layout.fitted_view(geo["nodes"], SIZES[size])["scale"]
+    print(f"{name} by {how} at {size}: frontend {geo['frontend']}, zoom {geo['scale']:.3f} (fitted {fitted:.3f})")
+    assert not geo["lowQuality"], f"{name}: at zoom {geo['scale']:.3f} the editor draws no text"
+    assert geo["scale"] >= workflow_layout.TEXT_ZOOM_THRESHOLD
+    assert fitted >= workflow_layout.READABLE_ZOOM, f"{name}: fitted zoom {fitted:.3f} at {size}"
     notes = [n for n in geo["nodes"] if n["type"] in ("MarkdownNote", "Note")]
     loaders = [n for n in geo["nodes"] if n["type"] in ("ZINodesLoader", "CheckpointLoaderSimple")]
     assert notes and loaders
     for node in notes + loaders:
         assert in_view(node["screen"], geo["viewport"]), f"{name}: {node['type']} not in view: {node['screen']}"
-        covered = [p for p in node["probes"] if not p["free"]]
-        assert not covered, f"{name}: {node['type']} #{node['id']} lies under the editor's panels at {covered}"
-    # Sizes as the editor computed them (it grows nodes to fit their widgets): nothing overlaps.
-    assert workflow_layout.overlapping_nodes(geo["nodes"]) == []
-    assert workflow_layout.group_title_clashes(geo["nodes"], geo["groups"]) == []
-    browser.execute_script("window.comfyAPI.app.app.extensionManager.command.execute('Comfy.Canvas.FitView')")
-    time.sleep(2)  # the editor animates the zoom
-    fit = browser.execute_script(
-        "const c = window.comfyAPI.app.app.canvas; c.draw(true, true); return [c.ds.scale, !!c.low_quality];"
-    )
-    print(f"{name}: Fit View zoom {fit[0]:.2f}, text drawn: {not fit[1]}")
+    check_layout(geo, name)
 
 
 def node_state(driver, node_id):
@@ -330,6 +370,14 @@ def run_current_graph(driver, small=64, timeout=300):
     time.sleep(1.0)  # the last 'executed' messages are handled after the success event
 
 
+def exported_sizes(driver):
+    return driver.execute_script(
+        "const data = window.comfyAPI.app.app.graph.serialize();"
+        "return Object.fromEntries(data.nodes.filter(n => n.type.startsWith('ZINodes'))"
+        ".map(n => [String(n.id), [...n.size]]))"
+    )
+
+
 def nodes_of(driver, node_type):
     return driver.execute_script(
         "return window.comfyAPI.app.app.graph._nodes.filter(n => n.type === arguments[0]).map(n => n.id)", node_type
@@ -341,8 +389,12 @@ def run_example(driver, server, name):
     when SHOTS is set)."""
     open_workflow(driver, server, name)
     close_dialogs(driver)
+    before = exported_sizes(driver)
     run_current_graph(driver)
     shot(driver, f"run_{name}")
+    check_layout(driver.execute_script(GEOMETRY), f"{name} after a run")
+    # Saved and exported, the nodes keep the sizes they had before the messages.
+    assert exported_sizes(driver) == before
 
 
 def test_turbo_runs_and_the_nodes_say_what_they_did(browser, server):
@@ -367,6 +419,117 @@ def test_turbo_runs_and_the_nodes_say_what_they_did(browser, server):
         "const done = arguments[arguments.length - 1];window.comfyAPI.app.app.graphToPrompt().then(p => done(p.output))"
     )
     assert set(prompt[str(loader)]["inputs"]) == {"diffusion_model", "text_encoder", "vae", "variant", "weight_dtype"}
+
+
+def test_messages_come_back_after_a_tab_switch(browser, server):
+    run_example(browser, server, "z_image_turbo_text_to_image")
+    (loader,) = nodes_of(browser, "ZINodesLoader")
+    first = browser.execute_script("return window.comfyAPI.app.app.extensionManager.workflow?.activeWorkflow?.path")
+    open_workflow(browser, server, "z_image_turbo_nag_negative")
+    close_dialogs(browser)
+    browser.execute_script(
+        "window.comfyAPI.app.app.extensionManager.command.execute('Workspace.PreviousOpenedWorkflow')"
+    )
+    wait_for(
+        browser,
+        "return window.comfyAPI.app.app.extensionManager.workflow?.activeWorkflow?.path === arguments[0]",
+        30,
+        first,
+    )
+    time.sleep(1.0)
+    shot(browser, "tab_switch_back")
+    state = node_state(browser, loader)
+    print("after the tab switch the loader shows:", state)
+    assert state["visible"] and state["message"].startswith("Z-Image-Turbo:"), state
+    check_layout(browser.execute_script(GEOMETRY), "after the tab switch")
+    # Set to another variant since, the loader would say something else: no stale message returns.
+    browser.execute_script(
+        "const node = window.comfyAPI.app.app.graph.getNodeById(arguments[0]);"
+        "node.widgets.find(w => w.name === 'variant').value = 'base';"
+        # as after a person's edit: the workflow's change tracker takes the new state
+        "window.comfyAPI.app.app.extensionManager.workflow?.activeWorkflow?.changeTracker?.checkState();",
+        loader,
+    )
+    for command in ("Workspace.NextOpenedWorkflow", "Workspace.PreviousOpenedWorkflow"):
+        browser.execute_script(f"window.comfyAPI.app.app.extensionManager.command.execute('{command}')")
+        time.sleep(1.5)
+    assert (
+        browser.execute_script("return window.comfyAPI.app.app.extensionManager.workflow?.activeWorkflow?.path")
+        == first
+    )
+    variant = browser.execute_script(
+        "return window.comfyAPI.app.app.graph.getNodeById(arguments[0]).widgets.find(w => w.name === 'variant').value",
+        loader,
+    )
+    assert variant == "base"
+    assert node_state(browser, loader)["message"] is None
+
+
+def test_a_cached_loader_still_says_what_it_loaded(browser, server):
+    # The NAG workflow's loader has the Turbo workflow's inputs: after the Turbo run ComfyUI takes
+    # its result from the cache and does not run it.
+    run_example(browser, server, "z_image_turbo_text_to_image")
+    browser.execute_script(
+        "window.__zinodes_executed = [];"
+        "window.comfyAPI.api.api.addEventListener('executed', e => window.__zinodes_executed.push("
+        "String(e.detail?.display_node ?? e.detail?.node)))"
+    )
+    run_example(browser, server, "z_image_turbo_nag_negative")
+    (loader,) = nodes_of(browser, "ZINodesLoader")
+    state = node_state(browser, loader)
+    print("cached loader shows:", state)
+    assert state["visible"] and state["message"].startswith("Z-Image-Turbo:"), state
+    # Where the host knows has_intermediate_output (ComfyUI v0.3x), it re-sends the cached
+    # loader's text itself; older hosts do not, and the browser's kept text shows.
+    info = browser.execute_async_script(
+        "const done = arguments[0]; fetch('/api/object_info/ZINodesLoader').then(r => r.json()).then(done)"
+    )
+    resent = str(loader) in browser.execute_script("return window.__zinodes_executed")
+    print("has_intermediate_output:", info["ZINodesLoader"].get("has_intermediate_output"), "re-sent:", resent)
+    assert resent == bool(info["ZINodesLoader"].get("has_intermediate_output"))
+
+
+def test_a_cached_loader_says_it_after_a_page_reload_too(browser, server):
+    # The server still holds the loader's result; the reloaded page never saw it run.
+    run_example(browser, server, "z_image_turbo_text_to_image")
+    browser.refresh()
+    wait_for(browser, "return !!(window.comfyAPI?.app?.app?.graph && window.comfyAPI.app.app.canvas)", 120)
+    wait_for(
+        browser,
+        "return !!window.comfyAPI.app.app.extensions?.some(e => e.name === 'ZImageNodes.NodeMessages')",
+        60,
+    )
+    time.sleep(2.0)  # the editor restores its open workflows
+    run_example(browser, server, "z_image_turbo_nag_negative")
+    (loader,) = nodes_of(browser, "ZINodesLoader")
+    state = node_state(browser, loader)
+    print("cached loader after a reload shows:", state)
+    assert state["visible"] and state["message"].startswith("Z-Image-Turbo:"), state
+
+
+def test_a_long_message_scrolls_instead_of_covering_the_node_below(browser, server):
+    # The guider's Turbo warning is longer than the room the layout leaves below the guider: the
+    # box takes the room and scrolls; RandomNoise below stays uncovered.
+    open_workflow(browser, server, "z_image_base_negative_prompt")
+    close_dialogs(browser)
+    browser.execute_script(
+        """
+        const app = window.comfyAPI.app.app;
+        for (const node of app.graph._nodes) {
+          if (node.type !== 'ZINodesLoader') continue;
+          node.widgets.find(w => w.name === 'variant').value = 'turbo';
+        }
+        for (const node of app.graph._nodes)
+          if (node.type === 'ZINodesScheduler') node.widgets.find(w => w.name === 'steps').value = 2;
+        """
+    )
+    run_current_graph(browser)
+    shot(browser, "long_message")
+    (guider,) = nodes_of(browser, "ZINodesCFGGuider")
+    state = node_state(browser, guider)
+    print("guider on Turbo shows:", state)
+    assert state["visible"] and "CFG-distilled" in state["message"], state
+    check_layout(browser.execute_script(GEOMETRY), "guider warning shown")
 
 
 def test_base_vs_turbo_shows_the_ignored_negative_and_both_variants(browser, server):

@@ -9,6 +9,7 @@ pytestmark = pytest.mark.host
 
 NODE_IDS = [
     "ZINodesCFGGuider",
+    "ZINodesLoRA",
     "ZINodesLoader",
     "ZINodesNAG",
     "ZINodesNegativePrompt",

@@ -16,6 +16,11 @@ PACK_DIR = Path(__file__).resolve().parents[2]
 WORKFLOW_DIR = PACK_DIR / "example_workflows"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
 ZIMAGE_WORKFLOWS = [p for p in WORKFLOWS if p.name.startswith("z_image")]
+# Demo weights stand in for the Z-Image Loader's files only. The Fun ControlNet file cannot be stood
+# in for: ComfyUI's ModelPatchLoader builds ZImage_Control at the released width (3840) whatever
+# the file holds, so that workflow is validated with placeholders and refused by the demo runner.
+CONTROLNET_WORKFLOW = WORKFLOW_DIR / "z_image_turbo_controlnet_nag.json"
+DEMO_RUNNABLE = [p for p in ZIMAGE_WORKFLOWS if p != CONTROLNET_WORKFLOW]
 SD_WORKFLOW = WORKFLOW_DIR / "sd_negative_prompt_cfg.json"
 PNG = b"\x89PNG\r\n\x1a\n"
 SMALL = [("EmptySD3LatentImage", "width", 64), ("EmptySD3LatentImage", "height", 64)]
@@ -60,7 +65,8 @@ def test_every_node_type_exists_in_comfyui_or_the_pack(host, workflow):
 
 
 def count_widget_values(input_types):
-    """Independent of workflow_convert: widget inputs in INPUT_TYPES order, +1 for control_after_generate."""
+    """Independent of workflow_convert: widget inputs in INPUT_TYPES order, +1 for control_after_generate
+    and for an image upload button."""
     total = 0
     for section in ("required", "optional"):
         for name, spec in (input_types.get(section) or {}).items():
@@ -72,6 +78,8 @@ def count_widget_values(input_types):
                 total += 1
                 if opts.get("control_after_generate", kind == "INT" and name in ("seed", "noise_seed")):
                     total += 1
+                if opts.get("image_upload"):
+                    total += 1  # the editor saves the upload button's value after the file combo
     return total
 
 
@@ -106,8 +114,9 @@ def test_combo_and_number_values_are_allowed_by_the_definitions(host, workflow, 
         input_types = definitions.input_types(node["type"])
         values = wc.map_widget_values(node, input_types)
         for name, kind, opts, _ in wc.ordered_inputs(input_types):
-            if name not in values or node["type"] in ("ZINodesLoader", "CheckpointLoaderSimple"):
-                continue  # model file lists depend on what is installed
+            loader = node["type"] in ("ZINodesLoader", "CheckpointLoaderSimple", "ModelPatchLoader", "LoadImage")
+            if name not in values or loader or (node["type"], name) in wc.CORE_MODEL_INPUTS:
+                continue  # model and input file lists depend on what is installed
             value = values[name]
             options = kind if isinstance(kind, list) else opts.get("options")
             if options is not None and wc._type_name(kind) == "COMBO":
@@ -123,13 +132,39 @@ def convert(host, definitions, path, demo_names=None):
     return prompt
 
 
-@pytest.mark.parametrize("path", ZIMAGE_WORKFLOWS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", DEMO_RUNNABLE, ids=lambda p: p.stem)
 def test_conversion_validates_with_demo_files(host, demo_models, definitions, path):
     _, names = demo_models
     prompt = convert(host, definitions, path, names)
     outputs = host.validate(prompt)
     assert sorted(outputs) == sorted(k for k, v in prompt.items() if v["class_type"] == "SaveImage")
     assert all(v["class_type"] not in wc.VIRTUAL_TYPES for v in prompt.values())
+
+
+def test_controlnet_workflow_converts_and_validates(host, demo_models, definitions, tmp_path):
+    """With the demo Z-Image files, an empty file under the Fun ControlNet's name (never loaded) and
+    ComfyUI's own example image as the control image."""
+    import shutil
+
+    from comfy_host import COMFYUI
+
+    _, names = demo_models
+    folder = tmp_path / "model_patches"
+    folder.mkdir()
+    (folder / "Z-Image-Turbo-Fun-Controlnet-Union.safetensors").touch()
+    host.add_model_folder("model_patches", folder)
+    shutil.copy(COMFYUI / "input" / "example.png", Path(host.folder_paths.get_input_directory()) / "example.png")
+    try:
+        prompt = convert(host, definitions, CONTROLNET_WORKFLOW, names)
+        assert sorted(host.validate(prompt)) == [k for k, v in prompt.items() if v["class_type"] == "SaveImage"]
+    finally:
+        fp = host.folder_paths
+        fp.folder_names_and_paths["model_patches"][0].remove(str(folder))
+        fp.filename_list_cache.pop("model_patches", None)
+    by_type = {v["class_type"]: v["inputs"] for v in prompt.values()}
+    assert by_type["ZINodesNAG"]["model"][0] == next(
+        k for k, v in prompt.items() if v["class_type"] == "ZImageFunControlnet"
+    )
 
 
 def test_sd_workflow_converts_and_validates(host, demo_models, definitions, sd_checkpoint):
@@ -179,7 +214,7 @@ def runner_server(demo_models, tmp_path_factory):
     root, _ = demo_models
     server = comfy_server.ComfyServer(
         COMFYUI,
-        model_folders={kind: [root / kind] for kind in ("diffusion_models", "text_encoders", "vae")},
+        model_folders={kind: [root / kind] for kind in ("diffusion_models", "text_encoders", "vae", "loras")},
         cpu=True,
         log_path=tmp_path_factory.getbasetemp() / "runner-server.log",
     )
@@ -187,7 +222,7 @@ def runner_server(demo_models, tmp_path_factory):
         yield server
 
 
-@pytest.mark.parametrize("path", ZIMAGE_WORKFLOWS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", DEMO_RUNNABLE, ids=lambda p: p.stem)
 def test_zimage_workflow_runs_end_to_end_through_the_runner(runner_server, path, tmp_path):
     data = load(path)
     sets = SMALL + FEWER_STEPS if "ZINodesScheduler" in json.dumps(data) else SMALL
@@ -204,16 +239,21 @@ def test_zimage_workflow_runs_end_to_end_through_the_runner(runner_server, path,
     assert "images made with them are noise" in proc.stdout.lower()
 
 
-def test_demo_weights_refuse_to_stand_in_for_other_loaders(host, demo_models, tmp_path):
+@pytest.mark.parametrize(
+    "path, loader",
+    [(SD_WORKFLOW, "CheckpointLoaderSimple"), (CONTROLNET_WORKFLOW, "ModelPatchLoader")],
+    ids=["sd", "controlnet"],
+)
+def test_demo_weights_refuse_to_stand_in_for_other_loaders(host, demo_models, tmp_path, path, loader):
     from comfy_host import COMFYUI
 
     root, _ = demo_models
     proc = run_workflow_cli(
-        str(SD_WORKFLOW), "--comfyui", str(COMFYUI), "--demo-weights", "--demo-dir", str(root),
+        str(path), "--comfyui", str(COMFYUI), "--demo-weights", "--demo-dir", str(root),
         "--output", str(tmp_path),
     )  # fmt: skip
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "(CheckpointLoaderSimple)" in proc.stderr and "--validate-only" in proc.stderr
+    assert f"({loader})" in proc.stderr and "--validate-only" in proc.stderr
     assert not list(tmp_path.iterdir())
 
 
