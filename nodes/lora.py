@@ -14,6 +14,10 @@ from ..host.node_messages import SCHEMA_OPTIONS
 log = logging.getLogger("zimage_nodes")
 
 
+def _strength_input(name: str, tooltip: str) -> io.Float.Input:
+    return io.Float.Input(name, default=1.0, min=-100.0, max=100.0, step=0.01, tooltip=tooltip)
+
+
 class ZImageLoRA(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -35,22 +39,11 @@ class ZImageLoRA(io.ComfyNode):
                 io.Combo.Input(
                     "lora_name", options=folder_paths.get_filename_list("loras"), tooltip="A file from models/loras."
                 ),
-                io.Float.Input(
+                _strength_input(
                     "strength_model",
-                    default=1.0,
-                    min=-100.0,
-                    max=100.0,
-                    step=0.01,
-                    tooltip="Multiplier of the LoRA's change to the diffusion model (DoRA: W + strength * (merged - W)).",
+                    "Multiplier of the LoRA's change to the diffusion model (DoRA: W + strength * (merged - W)).",
                 ),
-                io.Float.Input(
-                    "strength_clip",
-                    default=1.0,
-                    min=-100.0,
-                    max=100.0,
-                    step=0.01,
-                    tooltip="The same for the text encoder.",
-                ),
+                _strength_input("strength_clip", "The same for the text encoder."),
                 io.Boolean.Input(
                     "strict",
                     default=False,

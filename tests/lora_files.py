@@ -230,39 +230,12 @@ def cases(shapes: dict, sd: dict) -> list[Case]:
                 4.0,
             )
         )
-    ms.append(
-        w.lora(
-            t,
-            "diffusion_model.layers.0.attention.out",
-            "layers.0.attention.out.weight",
-            None,
-            "lora.down.weight",
-            "lora.up.weight",
-            4.0,
-        )
-    )
-    ms.append(
-        w.lora(
-            t,
-            "diffusion_model.layers.1.attention.qkv",
-            "layers.1.attention.qkv.weight",
-            None,
-            "lora.down.weight",
-            "lora.up.weight",
-            4.0,
-        )
-    )
-    ms.append(
-        w.lora(
-            t,
-            "diffusion_model.layers.1.attention.to_out.0",
-            "layers.1.attention.out.weight",
-            None,
-            "lora.down.weight",
-            "lora.up.weight",
-            4.0,
-        )
-    )
+    for module, weight in (
+        ("diffusion_model.layers.0.attention.out", "layers.0.attention.out.weight"),
+        ("diffusion_model.layers.1.attention.qkv", "layers.1.attention.qkv.weight"),
+        ("diffusion_model.layers.1.attention.to_out.0", "layers.1.attention.out.weight"),
+    ):
+        ms.append(w.lora(t, module, weight, None, "lora.down.weight", "lora.up.weight", 4.0))
     out.append(Case("fused and split names mixed", "mixed", t, {}, ms))
 
     # LoKr / LoHa.

@@ -10,13 +10,9 @@ Needs what the browser tests need (tools/browser_deps.sh). Re-run it after chang
 from __future__ import annotations
 
 import base64
-import importlib
-import sys
-import tempfile
-from pathlib import Path
 
-PACK_DIR = Path(__file__).resolve().parents[1]
-TESTS = PACK_DIR / "tests"
+from editor_session import PACK_DIR, editor_helpers, editor_session
+
 SIDE = 1000  # px of canvas captured
 OUTPUT_SCALE = 0.6  # the card shows ~300 px; 600 px stays sharp on dense screens
 LEFT, TOP, BOTTOM = 60, 95, 60  # the editor's sidebar, top bars and bottom-right controls
@@ -40,19 +36,15 @@ return scale;
 
 
 def main() -> int:
-    # The browser tests' helpers (tests/host/test_browser_editor.py) and the pack as `zimage_nodes`.
-    sys.path[:0] = [str(TESTS), str(TESTS / "host"), str(PACK_DIR / "tools" / "site")]
-    editor = importlib.import_module("test_browser_editor")
-    editor.VIEWPORT = (LEFT + SIDE, TOP + SIDE + BOTTOM)
-    tmp = Path(tempfile.mkdtemp(prefix="zinodes_thumbnails_"))
-    server = editor.start_server(editor.write_models(tmp / "models"), tmp / "output")
+    editor_helpers().VIEWPORT = (LEFT + SIDE, TOP + SIDE + BOTTOM)
     # The picture is of the graph: no minimap, no source badge (it names the folder the pack was
     # cloned into), and text drawn at any zoom so a large graph shows its labels too.
-    editor.post_setting(server, "Comfy.Minimap.Visible", False)
-    editor.post_setting(server, "Comfy.NodeBadge.NodeSourceBadgeMode", "None")
-    editor.post_setting(server, "LiteGraph.Canvas.MinFontSizeForLOD", 0)
-    driver = editor.start_browser(server.url, tmp / "profile")
-    try:
+    settings = {
+        "Comfy.Minimap.Visible": False,
+        "Comfy.NodeBadge.NodeSourceBadgeMode": "None",
+        "LiteGraph.Canvas.MinFontSizeForLOD": 0,
+    }
+    with editor_session("zinodes_thumbnails_", settings) as (editor, server, driver):
         for name in editor.WORKFLOWS:
             editor.open_workflow(driver, server, name)
             editor.close_dialogs(driver)
@@ -69,9 +61,6 @@ def main() -> int:
             out = PACK_DIR / "example_workflows" / f"{name}.jpg"
             out.write_bytes(base64.b64decode(shot["data"]))
             print(f"{out.name}: graph at zoom {scale:.2f}")
-    finally:
-        driver.quit()
-        server.stop()
     return 0
 
 

@@ -11,27 +11,18 @@ Needs what the browser tests need (tools/browser_deps.sh).
 
 from __future__ import annotations
 
-import importlib
 import sys
-import tempfile
 from pathlib import Path
 
-PACK_DIR = Path(__file__).resolve().parents[1]
-TESTS = PACK_DIR / "tests"
+from editor_session import editor_helpers, editor_session
 
 
 def main(argv: list[str]) -> int:
-    # The browser tests' helpers (tests/host/test_browser_editor.py) and the pack as `zimage_nodes`.
-    sys.path[:0] = [str(TESTS), str(TESTS / "host"), str(PACK_DIR / "tools" / "site")]
-    editor = importlib.import_module("test_browser_editor")
     out = Path(argv[0] if argv else "template_views")
     if len(argv) > 1:
-        editor.VIEWPORT = tuple(int(v) for v in argv[1].split("x"))
+        editor_helpers().VIEWPORT = tuple(int(v) for v in argv[1].split("x"))
     out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="zinodes_template_views_"))
-    server = editor.start_server(editor.write_models(tmp / "models"), tmp / "output")
-    driver = editor.start_browser(server.url, tmp / "profile")
-    try:
+    with editor_session("zinodes_template_views_") as (editor, server, driver):
         for name in editor.WORKFLOWS:
             editor.open_workflow(driver, server, name, "template")
             editor.close_dialogs(driver)
@@ -41,9 +32,6 @@ def main(argv: list[str]) -> int:
             driver.save_screenshot(str(path))
             text = "no text drawn" if geo["lowQuality"] else "text drawn"
             print(f"{path}: frontend {geo['frontend']}, zoom {geo['scale']:.3f}, {text}")
-    finally:
-        driver.quit()
-        server.stop()
     return 0
 
 

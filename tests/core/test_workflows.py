@@ -255,11 +255,9 @@ def test_turbo_lora():
     assert name.endswith(".safetensors") and 0 < strength_model <= 1 and strict is False
 
 
-def test_turbo_nag_negative():
-    wf, loader, sampler = turbo_example("z_image_turbo_nag_negative.json")
-    (nag,) = by_type(wf, "ZINodesNAG")
-    # The negative acts through NAG: loader -> NAG -> Turbo sampler, the sampler's own negative empty.
-    assert source_of(wf, nag, "model") == (loader, 0)
+def assert_nag_feeds_turbo(wf, nag, sampler, loader):
+    """NAG's negative from the "Negative (NAG)" encoder, NAG -> Turbo sampler, the sampler's own
+    negative empty, its steps from the loader, NAG settings that act, the Turbo settings."""
     assert source_of(wf, nag, "negative")[0] is by_title(wf, "Negative (NAG)")
     assert source_of(wf, sampler, "model") == (nag, 0)
     assert source_of(wf, sampler, "positive")[0] is by_title(wf, "Positive")
@@ -269,6 +267,14 @@ def test_turbo_nag_negative():
     assert scale > 1.0 and tau >= 1.0 and 0.0 < alpha <= 1.0 and 0.0 <= sigma_end < 1.0
     _, _, steps, sampler_name, shift, _ = sampler["widgets_values"]
     assert (steps, sampler_name, shift) == (8, "euler", 3.0)
+
+
+def test_turbo_nag_negative():
+    wf, loader, sampler = turbo_example("z_image_turbo_nag_negative.json")
+    (nag,) = by_type(wf, "ZINodesNAG")
+    # The negative acts through NAG: loader -> NAG -> Turbo sampler, the sampler's own negative empty.
+    assert source_of(wf, nag, "model") == (loader, 0)
+    assert_nag_feeds_turbo(wf, nag, sampler, loader)
 
 
 def test_turbo_controlnet_nag():
@@ -281,13 +287,7 @@ def test_turbo_controlnet_nag():
     assert source_of(wf, control, "model_patch")[0]["type"] == "ModelPatchLoader"
     assert source_of(wf, control, "image")[0] is by_title(wf, "Control image")
     assert source_of(wf, nag, "model") == (control, 0)
-    assert source_of(wf, nag, "negative")[0] is by_title(wf, "Negative (NAG)")
-    assert source_of(wf, sampler, "model") == (nag, 0)
-    assert source_of(wf, sampler, "positive")[0] is by_title(wf, "Positive")
-    assert next(i for i in sampler["inputs"] if i["name"] == "negative")["link"] is None
-    assert source_of(wf, sampler, "steps") == (loader, 3)
-    _, _, steps, sampler_name, shift, _ = sampler["widgets_values"]
-    assert (steps, sampler_name, shift) == (8, "euler", 3.0)
+    assert_nag_feeds_turbo(wf, nag, sampler, loader)
 
 
 def test_base_with_negative_prompt():
