@@ -66,12 +66,19 @@ class NagParams:
 DEFAULTS = NagParams()
 
 
-def nag_combine(z_pos: torch.Tensor, z_neg: torch.Tensor, scale: float, tau: float, alpha: float) -> torch.Tensor:
-    """The NAG rule on matching [..., C] tensors; returns z_pos's dtype."""
+def nag_combine(
+    z_pos: torch.Tensor, z_neg: torch.Tensor, scale: float, tau: float, alpha: float, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The NAG rule on matching [..., C] tensors; returns z_pos's dtype, written into `out` if given.
+    Each step is one pass over the tensors (lerp, L1 norm, in-place blend): at 4096 tokens the rule
+    runs on 4096 x 3840 values per layer."""
     p = z_pos.float()
-    g = p * scale - z_neg.float() * (scale - 1.0)
-    norm_p = p.abs().sum(dim=-1, keepdim=True).clamp_min(EPS)
-    norm_g = g.abs().sum(dim=-1, keepdim=True).clamp_min(EPS)
+    g = torch.lerp(z_neg.float(), p, scale)  # p * scale - z_neg * (scale - 1)
+    norm_p = torch.linalg.vector_norm(p, 1, dim=-1, keepdim=True).clamp_min(EPS)
+    norm_g = torch.linalg.vector_norm(g, 1, dim=-1, keepdim=True).clamp_min(EPS)
     ratio = norm_g / norm_p
-    g = g * (ratio.clamp(max=tau) / ratio)
-    return (g * alpha + p * (1.0 - alpha)).to(z_pos.dtype)
+    g.mul_(ratio.clamp(max=tau) / ratio * alpha)
+    if out is not None and out.dtype == g.dtype:
+        return torch.add(g, p, alpha=1.0 - alpha, out=out)
+    z = g.add_(p, alpha=1.0 - alpha).to(z_pos.dtype)
+    return z if out is None else out.copy_(z)

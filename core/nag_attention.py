@@ -24,7 +24,7 @@ import math
 
 import torch
 
-__all__ = ["KERNELS", "attention_lse", "attention", "merge", "shared_key_pair", "kernel_for", "force_kernel"]
+__all__ = ["KERNELS", "attention_lse", "attention", "merge", "shared_keys_rows", "kernel_for", "force_kernel"]
 
 log = logging.getLogger("zimage_nodes")
 
@@ -132,15 +132,16 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: str | N
 
 
 def merge(o1: torch.Tensor, l1: torch.Tensor, o2: torch.Tensor, l2: torch.Tensor) -> torch.Tensor:
-    """Attention over the union of two key sets from each set's (output, log-sum-exp), in float32.
-    sigmoid(l1 - l2) is part 1's share of the softmax mass, stable for any l1, l2."""
-    w = torch.sigmoid(l1 - l2)[..., None]
-    o2 = o2.float()
-    return torch.addcmul(o2, o1.float() - o2, w)
+    """Attention over the union of two key sets from each set's (output, log-sum-exp), in float32,
+    in one pass: o1 + (o2 - o1) * sigmoid(l2 - l1), sigmoid(l2 - l1) being part 2's share of the
+    softmax mass (stable for any l1, l2). The result keeps o1's memory layout."""
+    return torch.lerp(o1.float(), o2.float(), torch.sigmoid(l2 - l1)[..., None])
 
 
-def shared_key_pair(
+def shared_keys_rows(
     q: torch.Tensor,
+    P: int,
+    Ni: int,
     k_shared: torch.Tensor,
     v_shared: torch.Tensor,
     k_pos: torch.Tensor,
@@ -148,10 +149,21 @@ def shared_key_pair(
     k_neg: torch.Tensor,
     v_neg: torch.Tensor,
     kernel: str | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(attention of q over shared + pos keys, attention of q over shared + neg keys), float32
-    [B, H, L, d], with the shared keys attended once."""
-    o_s, l_s = attention_lse(q, k_shared, v_shared, kernel)
-    o_p, l_p = attention_lse(q, k_pos, v_pos, kernel)
-    o_n, l_n = attention_lse(q, k_neg, v_neg, kernel)
-    return merge(o_s, l_s, o_p, l_p), merge(o_s, l_s, o_n, l_n)
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """NAG's attention for query rows q [B, H, P + Ni + N, d] laid out [positive caption, image,
+    negative caption]: the positive caption's and the image rows attend over shared + pos keys,
+    the image and the negative caption's rows over shared + neg keys. Three kernel calls:
+
+    1. every row over the shared keys (the big one, once, with all rows: the kernel works in
+       large query blocks, as in a plain forward's single call);
+    2. positive caption + image rows over the pos keys;
+    3. image + negative caption rows over the neg keys;
+
+    and two merges. Returns float32 (positive caption rows, z+, z-, negative caption rows), each
+    [B, H, rows, d]."""
+    o1, l1 = attention_lse(q, k_shared, v_shared, kernel)
+    o2, l2 = attention_lse(q[:, :, : P + Ni], k_pos, v_pos, kernel)
+    o3, l3 = attention_lse(q[:, :, P:], k_neg, v_neg, kernel)
+    window_a = merge(o1[:, :, : P + Ni], l1[..., : P + Ni], o2, l2)
+    window_b = merge(o1[:, :, P:], l1[..., P:], o3, l3)
+    return window_a[:, :, :P], window_a[:, :, P:], window_b[:, :, :Ni], window_b[:, :, Ni:]

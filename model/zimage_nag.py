@@ -77,6 +77,17 @@ def _gather_tokens(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return t.gather(2, idx[:, None, :, None].expand(B, H, idx.shape[1], d))
 
 
+def _check_layout(q: torch.Tensor, S: int, mask, kwargs: dict) -> None:
+    """The main layers' attention call as the mirror lays it out: no mask, q [B, heads, S, d], the
+    output wanted as [B, S, heads*d]."""
+    if mask is not None:
+        raise MirrorMismatch("a main layer's attention received a mask; the NAG mirror passes none")
+    if q.ndim != 4 or q.shape[2] != S or not kwargs.get("skip_reshape", False):
+        raise MirrorMismatch(f"unexpected attention layout: q {tuple(q.shape)}, expected [B, heads, {S}, d]")
+    if kwargs.get("skip_output_reshape", False):
+        raise MirrorMismatch("the host asked for the attention output in [B, heads, S, d] layout")
+
+
 class _NagAttention:
     """The main layers' attention: windows A and B, NAG on the image rows (see module docstring)."""
 
@@ -132,12 +143,7 @@ class _NagAttention:
 
     def __call__(self, func, q, k, v, heads, mask=None, *args, **kwargs):
         self.calls += 1
-        if mask is not None:
-            raise MirrorMismatch("a main layer's attention received a mask; the NAG mirror passes none")
-        if q.ndim != 4 or q.shape[2] != self.S or not kwargs.get("skip_reshape", False):
-            raise MirrorMismatch(f"unexpected attention layout: q {tuple(q.shape)}, expected [B, heads, {self.S}, d]")
-        if kwargs.get("skip_output_reshape", False):
-            raise MirrorMismatch("the host asked for the attention output in [B, heads, S, d] layout")
+        _check_layout(q, self.S, mask, kwargs)
         B, Ni = q.shape[0], self.Ni
         if self.uniform:
             P, N = self.P[0], self.N[0]
@@ -181,16 +187,14 @@ def _heads_last(t: torch.Tensor) -> torch.Tensor:
 
 
 class _SharedKeysAttention:
-    """The main layers' attention with the image keys attended once for z+ and z-
-    (core/nag_attention.py): per group of rows with the same caption lengths (P, N),
-
-    * image queries: one pass over the image keys, one over the positive caption's keys, one over
-      the negative caption's; two log-sum-exp merges give z+ and z-, and nag_combine the image rows;
-    * positive caption queries over [positive caption, image] (window A), negative caption queries
-      over [image, negative caption] (window B), as in `_NagAttention`.
+    """The main layers' attention with the image keys attended once for z+ and z-: per group of rows
+    with the same caption lengths (P, N), core/nag_attention.shared_keys_rows on the rows
+    [positive caption, image, negative caption] with the image keys shared, the positive caption's
+    keys as window A's own and the negative caption's as window B's; nag_combine on the image rows,
+    written straight into the output. Every row attends over what it does in `_NagAttention`.
 
     Image pad tokens whose window-B rotation differs (`pad_rope`, see `_NagAttention`) are keys of
-    their own in each branch (with the caption's keys), not shared ones; their own query rows in z-
+    their own in each window (with the caption's keys), not shared ones; their own query rows in z-
     are computed over the whole window B. The kernel is torch's, chosen per device, dtype and head
     size, not the attention backend the user selected for ComfyUI (README, NAG)."""
 
@@ -212,57 +216,49 @@ class _SharedKeysAttention:
         freqs = self.pad_rope[1] if rows is None else self.pad_rope[1][rows]
         return apply_rope1(t.movedim(1, 2).contiguous(), freqs).movedim(2, 1)
 
-    def _group(self, q, k, v, P, N, rows, kernel):
+    def _group(self, q, k, v, P, N, rows, kernel, out):
+        """Fills out [b, S, H*d] rows :P + Ni + N for rows with caption lengths P, N."""
         Ni, end = self.Ni, P + self.Ni + N
-        q_img, k_img, v_img = q[:, :, P : P + Ni], k[:, :, P : P + Ni], v[:, :, P : P + Ni]
-        k_pos, v_pos = k[:, :, :P], v[:, :, :P]
-        k_neg, v_neg = k[:, :, P + Ni : end], v[:, :, P + Ni : end]
-        cap_pos = nag_attention.attention(q[:, :, :P], k[:, :, : P + Ni], v[:, :, : P + Ni], kernel)
+        img, neg = slice(P, P + Ni), slice(P + Ni, end)
         if self.pad_rope is None:
-            z_pos, z_neg = nag_attention.shared_key_pair(q_img, k_img, v_img, k_pos, v_pos, k_neg, v_neg, kernel)
-            cap_neg = nag_attention.attention(q[:, :, P + Ni : end], k[:, :, P:end], v[:, :, P:end], kernel)
+            shared = (k[:, :, img], v[:, :, img])
+            pos, negative = (k[:, :, :P], v[:, :, :P]), (k[:, :, neg], v[:, :, neg])
         else:
-            first = self.pad_rope[0]
-            k_pad_b = self._rotate_pad(k_img[:, :, first:], rows)
-            v_pad = v_img[:, :, first:]
-            z_pos, z_neg = nag_attention.shared_key_pair(
-                q_img,
-                k_img[:, :, :first],
-                v_img[:, :, :first],
-                torch.cat([k_pos, k_img[:, :, first:]], 2),
-                torch.cat([v_pos, v_pad], 2),
-                torch.cat([k_neg, k_pad_b], 2),
-                torch.cat([v_neg, v_pad], 2),
-                kernel,
-            )
-            k_b = torch.cat([k_img[:, :, :first], k_pad_b, k_neg], 2)
-            v_b = torch.cat([v_img, v_neg], 2)
-            q_pad_b = self._rotate_pad(q_img[:, :, first:], rows)
-            z_neg[:, :, first:] = nag_attention.attention(q_pad_b, k_b, v_b, kernel).float()
-            cap_neg = nag_attention.attention(q[:, :, P + Ni : end], k_b, v_b, kernel)
-        z = nag_combine(_heads_last(z_pos), _heads_last(z_neg), self.scale, self.tau, self.alpha)
-        return [_heads_last(cap_pos), z.to(q.dtype), _heads_last(cap_neg)], end
+            first = P + self.pad_rope[0]
+            pad = slice(first, P + Ni)
+            k_pad_b = self._rotate_pad(k[:, :, pad], rows)
+            shared = (k[:, :, P:first], v[:, :, P:first])
+            pos = (torch.cat([k[:, :, :P], k[:, :, pad]], 2), torch.cat([v[:, :, :P], v[:, :, pad]], 2))
+            negative = (torch.cat([k_pad_b, k[:, :, neg]], 2), torch.cat([v[:, :, pad], v[:, :, neg]], 2))
+        cap_pos, z_pos, z_neg, cap_neg = nag_attention.shared_keys_rows(
+            q[:, :, :end], P, Ni, *shared, *pos, *negative, kernel
+        )
+        if self.pad_rope is not None:
+            # The pad rows' own queries in window B are rotated too: over the whole window B.
+            q_pad_b = self._rotate_pad(q[:, :, pad], rows)
+            k_b, v_b = torch.cat([shared[0], negative[0]], 2), torch.cat([shared[1], negative[1]], 2)
+            z_neg[:, :, self.pad_rope[0] :] = nag_attention.attention(q_pad_b, k_b, v_b, kernel).float()
+        out[:, :P] = _heads_last(cap_pos)
+        nag_combine(_heads_last(z_pos), _heads_last(z_neg), self.scale, self.tau, self.alpha, out=out[:, img])
+        out[:, neg] = _heads_last(cap_neg)
 
     def __call__(self, func, q, k, v, heads, mask=None, *args, **kwargs):
         self.calls += 1
-        if mask is not None:
-            raise MirrorMismatch("a main layer's attention received a mask; the NAG mirror passes none")
-        if q.ndim != 4 or q.shape[2] != self.S or not kwargs.get("skip_reshape", False):
-            raise MirrorMismatch(f"unexpected attention layout: q {tuple(q.shape)}, expected [B, heads, {self.S}, d]")
-        if kwargs.get("skip_output_reshape", False):
-            raise MirrorMismatch("the host asked for the attention output in [B, heads, S, d] layout")
+        _check_layout(q, self.S, mask, kwargs)
         B, H, _, d = q.shape
         kernel = self.kernel = nag_attention.kernel_for(q.device, q.dtype, d)
         if len(self.groups) == 1:
-            parts, end = self._group(q, k, v, self.P[0], self.N[0], None, kernel)
-            if end < self.S:
-                parts.append(q.new_zeros((B, self.S - end, H * d)))
-            return torch.cat(parts, dim=1)
+            out = q.new_empty((B, self.S, H * d))
+            P, N, _ = self.groups[0]
+            out[:, P + self.Ni + N :] = 0  # batch padding rows (none with one caption length each)
+            self._group(q, k, v, P, N, None, kernel, out)
+            return out
         out = q.new_zeros((B, self.S, H * d))
         for P, N, rows in self.groups:
             idx = torch.tensor(rows, device=q.device)
-            parts, end = self._group(q[idx], k[idx], v[idx], P, N, idx, kernel)
-            out[idx, :end] = torch.cat(parts, dim=1)
+            part = q.new_zeros((len(rows), self.S, H * d))
+            self._group(q[idx], k[idx], v[idx], P, N, idx, kernel, part)
+            out[idx] = part
         return out
 
 

@@ -29,22 +29,37 @@ def test_kernel_output_and_log_sum_exp(kernel):
     assert (lse - torch.logsumexp(scores, -1)).abs().max() <= 1e-5
 
 
+def _rows(seed, dtype=torch.float32, P=9, Ni=50, N=21, shared=50, d=16):
+    """Query rows [positive caption, image, negative caption] and key sets (shared, pos, neg)."""
+    q, ks, vs = _qkv(seed, Lq=P + Ni + N, parts=(shared, P, N), d=d, dtype=dtype)
+    return q, P, Ni, ks, vs
+
+
+def _shared_keys_rows(q, P, Ni, ks, vs, kernel=None):
+    return na.shared_keys_rows(q, P, Ni, ks[0], vs[0], ks[1], vs[1], ks[2], vs[2], kernel)
+
+
 @pytest.mark.parametrize("kernel", CPU_KERNELS)
-def test_shared_key_pair_equals_attention_over_the_joined_keys(kernel):
-    q, (ks, kp, kn), (vs, vp, vn) = _qkv(1)
-    z_pos, z_neg = na.shared_key_pair(q, ks, vs, kp, vp, kn, vn, kernel)
-    assert (z_pos - _sdpa(q, torch.cat([kp, ks], 2), torch.cat([vp, vs], 2))).abs().max() <= 1e-5
-    assert (z_neg - _sdpa(q, torch.cat([ks, kn], 2), torch.cat([vs, vn], 2))).abs().max() <= 1e-5
+def test_shared_keys_rows_equal_attention_over_each_window(kernel):
+    q, P, Ni, (ks, kp, kn), (vs, vp, vn) = _rows(1)
+    cap_pos, z_pos, z_neg, cap_neg = na.shared_keys_rows(q, P, Ni, ks, vs, kp, vp, kn, vn, kernel)
+    window_a = _sdpa(q[:, :, : P + Ni], torch.cat([kp, ks], 2), torch.cat([vp, vs], 2))
+    window_b = _sdpa(q[:, :, P:], torch.cat([ks, kn], 2), torch.cat([vs, vn], 2))
+    assert (cap_pos - window_a[:, :, :P]).abs().max() <= 1e-5
+    assert (z_pos - window_a[:, :, P:]).abs().max() <= 1e-5
+    assert (z_neg - window_b[:, :, :Ni]).abs().max() <= 1e-5
+    assert (cap_neg - window_b[:, :, Ni:]).abs().max() <= 1e-5
+    assert all(t.dtype == torch.float32 for t in (cap_pos, z_pos, z_neg, cap_neg))
 
 
 def test_forced_kernels_give_the_same_result():
-    q, (ks, kp, kn), (vs, vp, vn) = _qkv(2, Lq=64, parts=(128, 32, 64), d=32)
+    q, P, Ni, ks, vs = _rows(2, P=32, Ni=128, N=64, shared=128, d=32)
     results = {}
     try:
         for kernel in CPU_KERNELS:
             na.force_kernel(kernel)
             assert na.kernel_for(q.device, q.dtype, q.shape[-1]) == kernel
-            results[kernel] = na.shared_key_pair(q, ks, vs, kp, vp, kn, vn)
+            results[kernel] = _shared_keys_rows(q, P, Ni, ks, vs)
     finally:
         na.force_kernel(None)
     for a, b in zip(results["cpu_flash"], results["matmul"]):
@@ -67,8 +82,8 @@ def test_merge_is_stable_for_far_apart_log_sum_exps():
 
 
 def test_bfloat16_close_to_float32():
-    q, (ks, kp, kn), (vs, vp, vn) = _qkv(3, dtype=torch.bfloat16)
-    z16 = na.shared_key_pair(q, ks, vs, kp, vp, kn, vn)
-    z32 = na.shared_key_pair(*(t.float() for t in (q, ks, vs, kp, vp, kn, vn)), kernel="matmul")
+    q, P, Ni, ks, vs = _rows(3, dtype=torch.bfloat16)
+    z16 = _shared_keys_rows(q, P, Ni, ks, vs)
+    z32 = _shared_keys_rows(q.float(), P, Ni, [k.float() for k in ks], [v.float() for v in vs], "matmul")
     for a, b in zip(z16, z32):
         assert (a - b).abs().max() <= 3e-2
