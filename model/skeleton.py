@@ -9,7 +9,7 @@ runs, in NextDiT._forward's order:
 2. embedding (`embed`): each image row's caption and image tokens with their RoPE frequencies,
    through the host's own `NextDiT.embed_all` / `embed_cap` where it has them (v0.33), mirrored
    where it does not (v0.8.0); the layout's extra captions (NAG's negatives) the same way;
-3. the context refiner on all captions at once (batch padding masked);
+3. the context refiner, captions of one length batched together (none padded);
 4. the noise refiner on the image tokens, with the host's `noise_refiner` model patches after
    each layer;
 5. `layout.join`: the main layers' sequence (where each row's caption, image and any extra tokens
@@ -295,14 +295,18 @@ def _forward(dm, x, timesteps, captions, layout, transformer_options):
 
     tokens = embed(dm, x, caps, transformer_options)
 
-    # Context refiner on all captions at once, each right-padded to the longest, padding masked.
+    # Context refiner per caption length (captions of one length batched, none padded: NAG's short
+    # negative would otherwise run through it at the positive's length).
     lens = [c.shape[0] for c in tokens.caps]
-    Lc = max(lens)
-    cap = torch.stack([torch.nn.functional.pad(c, (0, 0, 0, Lc - c.shape[0])) for c in tokens.caps])
-    cap_freqs = torch.stack([_pad_rows(f, Lc) for f in tokens.cap_freqs]).to(device)
-    cap_mask = None if len(set(lens)) == 1 else key_padding_mask(lens, Lc, cap.dtype, device)
-    for layer in dm.context_refiner:
-        cap = layer(cap, cap_mask, cap_freqs, transformer_options=transformer_options)
+    refined = [None] * len(lens)
+    for L in dict.fromkeys(lens):
+        rows = [i for i, n in enumerate(lens) if n == L]
+        cap = torch.stack([tokens.caps[i] for i in rows])
+        cap_freqs = torch.stack([tokens.cap_freqs[i] for i in rows]).to(device)
+        for layer in dm.context_refiner:
+            cap = layer(cap, None, cap_freqs, transformer_options=transformer_options)
+        for j, i in enumerate(rows):
+            refined[i] = cap[j]
 
     # Noise refiner on the image tokens (the same length in every row, no mask), and the host's
     # noise_refiner patches after each layer with the arguments its patchify_and_embed gives them.
@@ -310,6 +314,8 @@ def _forward(dm, x, timesteps, captions, layout, transformer_options):
     img_freqs = tokens.img_freqs.to(device)
     img_input = img
     refiner_patches = _patches(transformer_options, "noise_refiner")
+    if refiner_patches:  # the image rows' captions as the host hands them: [B, longest, D], right-padded
+        txt = torch.stack([_pad_rows(refined[i], max(lens[:B])) for i in range(B)])
     for i, layer in enumerate(dm.noise_refiner):
         img = layer(img, None, img_freqs, adaln_input, transformer_options=transformer_options)
         for p in refiner_patches:
@@ -317,7 +323,7 @@ def _forward(dm, x, timesteps, captions, layout, transformer_options):
                 {
                     "img": img,
                     "img_input": img_input,
-                    "txt": cap[:B, : max(lens[:B])],
+                    "txt": txt,
                     "pe": img_freqs,
                     "vec": adaln_input,
                     "x": x,
@@ -329,7 +335,7 @@ def _forward(dm, x, timesteps, captions, layout, transformer_options):
             if "img" in out:
                 img = out["img"]
 
-    joint = layout.join(dm, x, tokens, [cap[i, : lens[i]] for i in range(len(lens))], img, transformer_options)
+    joint = layout.join(dm, x, tokens, refined, img, transformer_options)
     seq, freqs = joint.seq, joint.freqs.to(joint.seq.device)
     options = joint.options
     options["total_blocks"] = len(dm.layers)
