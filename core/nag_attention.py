@@ -131,11 +131,18 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: str | N
     return attention_lse(q, k, v, kernel)[0]
 
 
-def merge(o1: torch.Tensor, l1: torch.Tensor, o2: torch.Tensor, l2: torch.Tensor) -> torch.Tensor:
-    """Attention over the union of two key sets from each set's (output, log-sum-exp), in float32,
-    in one pass: o1 + (o2 - o1) * sigmoid(l2 - l1), sigmoid(l2 - l1) being part 2's share of the
-    softmax mass (stable for any l1, l2). The result keeps o1's memory layout."""
-    return torch.lerp(o1.float(), o2.float(), torch.sigmoid(l2 - l1)[..., None])
+def merge(
+    o1: torch.Tensor, l1: torch.Tensor, o2: torch.Tensor, l2: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Attention over the union of two key sets from each set's (output, log-sum-exp), computed in
+    float32 in one pass: o1 + (o2 - o1) * sigmoid(l2 - l1), sigmoid(l2 - l1) being part 2's share of
+    the softmax mass (stable for any l1, l2). Written into `out` if given (it may be o1 itself: each
+    element is read before it is written); else returned in float32 with o1's memory layout."""
+    w = torch.sigmoid(l2 - l1)[..., None]
+    if o1.dtype == torch.float32 and o2.dtype == torch.float32:
+        return torch.lerp(o1, o2, w) if out is None else torch.lerp(o1, o2, w, out=out)
+    merged = torch.lerp(o1.float(), o2.float(), w)
+    return merged if out is None else out.copy_(merged)
 
 
 def shared_keys_rows(
@@ -149,21 +156,27 @@ def shared_keys_rows(
     k_neg: torch.Tensor,
     v_neg: torch.Tensor,
     kernel: str | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """NAG's attention for query rows q [B, H, P + Ni + N, d] laid out [positive caption, image,
-    negative caption]: the positive caption's and the image rows attend over shared + pos keys,
-    the image and the negative caption's rows over shared + neg keys. Three kernel calls:
+    negative caption]: the positive caption's and the image rows attend over shared + pos keys
+    (window A), the image and the negative caption's rows over shared + neg keys (window B).
+    Three kernel calls:
 
     1. every row over the shared keys (the big one, once, with all rows: the kernel works in
        large query blocks, as in a plain forward's single call);
     2. positive caption + image rows over the pos keys;
     3. image + negative caption rows over the neg keys;
 
-    and two merges. Returns float32 (positive caption rows, z+, z-, negative caption rows), each
-    [B, H, rows, d]."""
+    and two merges. Returns (window A's rows [B, H, P + Ni, d], window B's rows [B, H, Ni + N, d]):
+    window A written into `out` if given (else float32), window B into call 1's output in place
+    (q's dtype). At most two image-sized outputs are alive besides `out`: at 4096 image tokens each
+    is as large as the attention output of a plain layer."""
     o1, l1 = attention_lse(q, k_shared, v_shared, kernel)
     o2, l2 = attention_lse(q[:, :, : P + Ni], k_pos, v_pos, kernel)
+    window_a = merge(o1[:, :, : P + Ni], l1[..., : P + Ni], o2, l2, out=out)
+    del o2
     o3, l3 = attention_lse(q[:, :, P:], k_neg, v_neg, kernel)
-    window_a = merge(o1[:, :, : P + Ni], l1[..., : P + Ni], o2, l2)
-    window_b = merge(o1[:, :, P:], l1[..., P:], o3, l3)
-    return window_a[:, :, :P], window_a[:, :, P:], window_b[:, :, :Ni], window_b[:, :, Ni:]
+    window_b = o1[:, :, P:]
+    merge(window_b, l1[..., P:], o3, l3, out=window_b)
+    return window_a, window_b

@@ -230,17 +230,20 @@ class _SharedKeysAttention:
             shared = (k[:, :, P:first], v[:, :, P:first])
             pos = (torch.cat([k[:, :, :P], k[:, :, pad]], 2), torch.cat([v[:, :, :P], v[:, :, pad]], 2))
             negative = (torch.cat([k_pad_b, k[:, :, neg]], 2), torch.cat([v[:, :, pad], v[:, :, neg]], 2))
-        cap_pos, z_pos, z_neg, cap_neg = nag_attention.shared_keys_rows(
-            q[:, :, :end], P, Ni, *shared, *pos, *negative, kernel
+        b, H, _, d = q.shape
+        rows_out = out[:, :end].view(b, end, H, d).transpose(1, 2)  # [b, H, end, d] view of the output
+        _, window_b = nag_attention.shared_keys_rows(
+            q[:, :, :end], P, Ni, *shared, *pos, *negative, kernel, out=rows_out[:, :, : P + Ni]
         )
+        z_neg = window_b[:, :, :Ni]
         if self.pad_rope is not None:
             # The pad rows' own queries in window B are rotated too: over the whole window B.
             q_pad_b = self._rotate_pad(q[:, :, pad], rows)
             k_b, v_b = torch.cat([shared[0], negative[0]], 2), torch.cat([shared[1], negative[1]], 2)
-            z_neg[:, :, self.pad_rope[0] :] = nag_attention.attention(q_pad_b, k_b, v_b, kernel).float()
-        out[:, :P] = _heads_last(cap_pos)
-        nag_combine(_heads_last(z_pos), _heads_last(z_neg), self.scale, self.tau, self.alpha, out=out[:, img])
-        out[:, neg] = _heads_last(cap_neg)
+            z_neg[:, :, self.pad_rope[0] :] = nag_attention.attention(q_pad_b, k_b, v_b, kernel)
+        rows_out[:, :, P + Ni :] = window_b[:, :, Ni:]
+        # z+ (window A's image rows) sits in the output's image rows: the rule overwrites it in place.
+        nag_combine(out[:, img], _heads_last(z_neg), self.scale, self.tau, self.alpha, out=out[:, img])
 
     def __call__(self, func, q, k, v, heads, mask=None, *args, **kwargs):
         self.calls += 1

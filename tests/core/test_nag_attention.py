@@ -40,16 +40,36 @@ def _shared_keys_rows(q, P, Ni, ks, vs, kernel=None):
 
 
 @pytest.mark.parametrize("kernel", CPU_KERNELS)
-def test_shared_keys_rows_equal_attention_over_each_window(kernel):
+@pytest.mark.parametrize("into_output", [False, True])
+def test_shared_keys_rows_equal_attention_over_each_window(kernel, into_output):
     q, P, Ni, (ks, kp, kn), (vs, vp, vn) = _rows(1)
-    cap_pos, z_pos, z_neg, cap_neg = na.shared_keys_rows(q, P, Ni, ks, vs, kp, vp, kn, vn, kernel)
-    window_a = _sdpa(q[:, :, : P + Ni], torch.cat([kp, ks], 2), torch.cat([vp, vs], 2))
-    window_b = _sdpa(q[:, :, P:], torch.cat([ks, kn], 2), torch.cat([vs, vn], 2))
-    assert (cap_pos - window_a[:, :, :P]).abs().max() <= 1e-5
-    assert (z_pos - window_a[:, :, P:]).abs().max() <= 1e-5
-    assert (z_neg - window_b[:, :, :Ni]).abs().max() <= 1e-5
-    assert (cap_neg - window_b[:, :, Ni:]).abs().max() <= 1e-5
-    assert all(t.dtype == torch.float32 for t in (cap_pos, z_pos, z_neg, cap_neg))
+    B, H, _, d = q.shape
+    out = torch.full((B, P + Ni, H, d), float("nan")).transpose(1, 2) if into_output else None
+    window_a, window_b = na.shared_keys_rows(q, P, Ni, ks, vs, kp, vp, kn, vn, kernel, out=out)
+    if into_output:
+        assert window_a.data_ptr() == out.data_ptr() and not out.isnan().any()
+    ref_a = _sdpa(q[:, :, : P + Ni], torch.cat([kp, ks], 2), torch.cat([vp, vs], 2))
+    ref_b = _sdpa(q[:, :, P:], torch.cat([ks, kn], 2), torch.cat([vs, vn], 2))
+    assert (window_a - ref_a).abs().max() <= 1e-5
+    assert (window_b - ref_b).abs().max() <= 1e-5
+    assert window_a.dtype == window_b.dtype == torch.float32
+
+
+def test_merge_in_place_and_in_bfloat16():
+    g = torch.Generator().manual_seed(4)
+    o1, o2 = torch.randn((2, 3, 40, 8), generator=g), torch.randn((2, 3, 40, 8), generator=g)
+    l1, l2 = torch.randn((2, 3, 40), generator=g), torch.randn((2, 3, 40), generator=g)
+    ref = na.merge(o1, l1, o2, l2)
+    # The union's softmax: part 2's share of the mass is e^l2 / (e^l1 + e^l2).
+    share = (l2.exp() / (l1.exp() + l2.exp()))[..., None]
+    assert (ref - (o1 * (1 - share) + o2 * share)).abs().max() <= 1e-6
+    inplace = o1.clone()
+    assert na.merge(inplace, l1, o2, l2, out=inplace) is inplace and torch.equal(inplace, ref)
+    o1h, o2h = o1.bfloat16(), o2.bfloat16()
+    assert na.merge(o1h, l1, o2h, l2).dtype == torch.float32
+    into = torch.empty_like(o1h)
+    na.merge(o1h, l1, o2h, l2, out=into)
+    assert (into.float() - na.merge(o1h.float(), l1, o2h.float(), l2)).abs().max() <= 2e-2
 
 
 def test_forced_kernels_give_the_same_result():
