@@ -336,13 +336,17 @@ def _forward(dm, x, timesteps, captions, layout, transformer_options):
                 img = out["img"]
 
     joint = layout.join(dm, x, tokens, refined, img, transformer_options)
+    # The joint sequence holds what the main layers need: the embedded and refined image tokens (each
+    # as large as a layer's activations) are released before the main layers, as the host's forward does.
+    n_img, n_tokens = tokens.n_img, img.shape[1]
+    tokens = img = img_input = refined = None
     seq, freqs = joint.seq, joint.freqs.to(joint.seq.device)
     options = joint.options
     options["total_blocks"] = len(dm.layers)
     options["block_type"] = "double"
     block_patches = _patches(transformer_options, "double_block")
     if block_patches:
-        img_rows = Rows(joint.img_starts, img.shape[1], device)
+        img_rows = Rows(joint.img_starts, n_tokens, device)
         img_input, pe = img_rows.take(seq), img_rows.take(freqs)
     for i, layer in enumerate(dm.layers):
         options["block_index"] = i
@@ -366,7 +370,7 @@ def _forward(dm, x, timesteps, captions, layout, transformer_options):
             if "txt" in out:
                 _put_captions(seq, joint, out["txt"])
     layout.finish(dm)
-    return image_output(dm, seq, joint.img_starts, tokens.n_img, adaln_input, (H, W), (h, w))
+    return image_output(dm, seq, joint.img_starts, n_img, adaln_input, (H, W), (h, w))
 
 
 def _captions(seq: torch.Tensor, joint: Joint) -> torch.Tensor:
