@@ -17,11 +17,12 @@ and RoPE included, and calls the hook). Conceptually there are two windows:
 * window B = [image, negative caption] attends to itself: z- and the negative caption's rows;
 * the image rows become nag_combine(z+, z-); the host's output projection follows.
 
-Both windows hold the same image keys, so `_SharedKeysAttention` (the default) attends the image
-queries over them ONCE and merges in each caption's keys by log-sum-exp (core/nag_attention.py):
-exact, and NAG's extra attention is then only the caption parts. `_NagAttention` computes the two
-windows as such through the host's attention function; it is the fallback when the shared-keys
-path fails its self-check, or when another attention override is already in place.
+Both windows hold the same image keys, so `_SharedKeysAttention` (the default) attends every row
+over them ONCE (one kernel call for all rows, as a plain forward's one call) and merges in each
+window's caption keys by log-sum-exp (core/nag_attention.py): exact, and NAG's extra attention is
+then only the caption parts. `_NagAttention` computes the two windows as such through the host's
+attention function; it is the fallback when the shared-keys path fails its self-check, or when
+another attention override is already in place.
 
 RoPE positions: the positive caption and the image are where a plain forward puts them (caption
 1..P, image at P + 1). The negative caption sits at P - N + 1 .. P on the first axis, so the image

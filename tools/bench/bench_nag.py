@@ -333,8 +333,11 @@ def report(r: dict, info: dict) -> str:
     ratio = med["nag"] / med["plain"]
     extra = (r["peaks"]["nag"] - r["peaks"]["plain"]) / max(r["peaks"]["plain"], 1)
     others = []
+    like = ""
     if "nag_sdpa" in med and "plain_sdpa" in med:
         others.append(("NAG / plain, both with ComfyUI's pytorch attention", med["nag_sdpa"] / med["plain_sdpa"]))
+        sdpa_extra = (r["peaks"]["nag_sdpa"] - r["peaks"]["plain_sdpa"]) / max(r["peaks"]["plain_sdpa"], 1)
+        like = f"; both with ComfyUI's pytorch attention: {100 * sdpa_extra:+.1f}%"
     for name, label in (("nag_win", "two windows"), ("nag_def", "defaults"), ("cfg", "CFG")):
         if name in med:
             others.append((label, med[name] / med["plain"]))
@@ -373,6 +376,7 @@ def report(r: dict, info: dict) -> str:
             if r["side"] >= 1024
             else ""
         )
+        + like
         + f". NAG attention path per row: {r['paths']}, kernel: {r['kernel']}. NAG calls per run: {r['nag_calls']}. "
         f"Max |NAG - plain| on the latent: {r['nag_effect']:.3g}; max |shared keys - two windows|: "
         + (f"{r['shared_vs_windows']:.3g}." if r["shared_vs_windows"] is not None else "not measured."),
