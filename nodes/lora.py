@@ -14,10 +14,6 @@ from ..host.node_messages import SCHEMA_OPTIONS
 log = logging.getLogger("zimage_nodes")
 
 
-def _strength_input(name: str, tooltip: str) -> io.Float.Input:
-    return io.Float.Input(name, default=1.0, min=-100.0, max=100.0, step=0.01, tooltip=tooltip)
-
-
 class ZImageLoRA(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -39,11 +35,16 @@ class ZImageLoRA(io.ComfyNode):
                 io.Combo.Input(
                     "lora_name", options=folder_paths.get_filename_list("loras"), tooltip="A file from models/loras."
                 ),
-                _strength_input(
-                    "strength_model",
-                    "Multiplier of the LoRA's change to the diffusion model (DoRA: W + strength * (merged - W)).",
+                *(
+                    io.Float.Input(name, default=1.0, min=-100.0, max=100.0, step=0.01, tooltip=tooltip)
+                    for name, tooltip in (
+                        (
+                            "strength_model",
+                            "Multiplier of the LoRA's change to the diffusion model (DoRA: W + strength * (merged - W)).",
+                        ),
+                        ("strength_clip", "The same for the text encoder."),
+                    )
                 ),
-                _strength_input("strength_clip", "The same for the text encoder."),
                 io.Boolean.Input(
                     "strict",
                     default=False,
