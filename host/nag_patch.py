@@ -81,11 +81,9 @@ class NagPatch:
             if value is None or (isinstance(value, (list, tuple, dict)) and len(value) == 0):
                 continue
             return f"the model call carries '{name}' (e.g. Omni reference latents or NewBie pooled text), not supported"
-        ok, why = zimage_nag.can_nag(dm, options)
+        ok, why = zimage_nag.can_nag(dm, options, [attention_mask])
         if not ok:
             return why
-        if attention_mask is not None and not bool((attention_mask != 0).all()):
-            return "the caption attention mask masks tokens (padded text encoder output), not supported"
         path, why = attention_path(dm, options, x.device, x.dtype)
         if path is None:
             return f"self-check failed: {why}"

@@ -68,8 +68,10 @@ class MirrorMismatch(RuntimeError):
     called once per main layer, or with tensors of another layout)."""
 
 
-def can_nag(diffusion_model, transformer_options: dict | None = None) -> tuple[bool, str]:
-    return zimage_batched.can_batch(diffusion_model, transformer_options or {})
+def can_nag(
+    diffusion_model, transformer_options: dict | None = None, attention_masks: list | None = None
+) -> tuple[bool, str]:
+    return zimage_batched.can_batch(diffusion_model, transformer_options or {}, attention_masks)
 
 
 def _gather_tokens(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
