@@ -35,8 +35,8 @@ def _rows(seed, dtype=torch.float32, P=9, Ni=50, N=21, shared=50, d=16):
     return q, P, Ni, ks, vs
 
 
-def _shared_keys_rows(q, P, Ni, ks, vs, kernel=None):
-    return na.shared_keys_rows(q, P, Ni, ks[0], vs[0], ks[1], vs[1], ks[2], vs[2], kernel)
+def _shared_keys_rows(q, P, Ni, ks, vs, kernel=None, out=None):
+    return na.shared_keys_rows(q, P, Ni, ks[0], vs[0], ks[1], vs[1], ks[2], vs[2], kernel, out=out)
 
 
 @pytest.mark.parametrize("kernel", CPU_KERNELS)
@@ -45,7 +45,7 @@ def test_shared_keys_rows_equal_attention_over_each_window(kernel, into_output):
     q, P, Ni, (ks, kp, kn), (vs, vp, vn) = _rows(1)
     B, H, _, d = q.shape
     out = torch.full((B, P + Ni, H, d), float("nan")).transpose(1, 2) if into_output else None
-    window_a, window_b = na.shared_keys_rows(q, P, Ni, ks, vs, kp, vp, kn, vn, kernel, out=out)
+    window_a, window_b = _shared_keys_rows(q, P, Ni, (ks, kp, kn), (vs, vp, vn), kernel, out=out)
     if into_output:
         assert window_a.data_ptr() == out.data_ptr() and not out.isnan().any()
     ref_a = _sdpa(q[:, :, : P + Ni], torch.cat([kp, ks], 2), torch.cat([vp, vs], 2))
